@@ -1,0 +1,251 @@
+"""Data modules: every built-in data set is held in memory as tensors and served in whole batches.
+
+A split is stratified and fixed by `split_seed`, so all trials of a sweep see the same split;
+normalization statistics come from the training split only.
+"""
+
+import math
+from abc import abstractmethod
+from typing import Iterator, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_tune.errors import ConfigError
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+class TensorBatches:
+    """Batches sliced from tensors: one shuffle (a single gather) per epoch, no per-sample Python.
+
+    Under DDP each process takes its own interleaved share of the permutation.
+    """
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.size = len(y) // world_size  # equal shares, so no process waits on another
+        # A final batch of one sample would break batch norm in training: drop it there.
+        self.drop_last = shuffle and self.size % batch_size == 1 and self.size > 1
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.x, self.y
+        if self.shuffle or self.world_size > 1:
+            order = torch.randperm(len(y)) if self.shuffle else torch.arange(len(y))
+            order = order[: self.size * self.world_size][self.rank :: self.world_size]
+            x, y = x[order], y[order]
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+
+
+class ArrayDataModule(pl.LightningDataModule):
+    """A classification data set that fits in memory; subclasses only say how to load the arrays."""
+
+    name = "array"
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size} must be a positive int")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ConfigError(f"data.eval_batch_size={eval_batch_size} must be a positive int or null")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers} must be >= 0")
+        if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise ConfigError(
+                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be in (0, 1) "
+                "and [0, 1), with a sum below 1"
+            )
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 8 * batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @abstractmethod
+    def load(self) -> Arrays:
+        """All samples (float features or images shaped N x C x H x W) and integer labels."""
+
+    def load_splits(self) -> dict[str, Arrays]:
+        """Stratified train/val/test; data sets with an official test split override this."""
+        from sklearn.model_selection import train_test_split
+
+        x, y = self.load()
+        held_out = self.val_fraction + self.test_fraction
+        x_train, x_rest, y_train, y_rest = train_test_split(
+            x, y, test_size=held_out, stratify=y, random_state=self.split_seed
+        )
+        if self.test_fraction == 0:
+            return {"train": (x_train, y_train), "val": (x_rest, y_rest)}
+        x_val, x_test, y_val, y_test = train_test_split(
+            x_rest, y_rest, test_size=self.test_fraction / held_out, stratify=y_rest, random_state=self.split_seed
+        )
+        return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits:
+            return
+        arrays = self.load_splits()
+        x_train = arrays["train"][0].astype(np.float32)
+        # Per-channel statistics for images, per-feature for tabular data; train split only.
+        axes = (0, 2, 3) if x_train.ndim == 4 else 0
+        mean = x_train.mean(axis=axes, keepdims=True)
+        std = x_train.std(axis=axes, keepdims=True) + 1e-6
+        for name, (x, y) in arrays.items():
+            features = torch.from_numpy(((x.astype(np.float32) - mean) / std).astype(np.float32))
+            labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
+            if self.pin_memory and torch.cuda.is_available():
+                features, labels = features.pin_memory(), labels.pin_memory()
+            self.splits[name] = (features, labels)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        self.setup()
+        return tuple(self.splits["train"][0].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return int(max(int(labels.max()) for _, labels in self.splits.values())) + 1
+
+    def _loader(self, split: str, shuffle: bool):
+        self.setup()
+        if split not in self.splits:
+            raise ConfigError(f"data.test_fraction={self.test_fraction} leaves no {split} split; make it > 0")
+        x, y = self.splits[split]
+        batch_size = self.batch_size if shuffle else self.eval_batch_size
+        if self.num_workers > 0:
+            return DataLoader(
+                TensorDataset(x, y),
+                batch_size=batch_size,
+                shuffle=shuffle,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=True,
+            )
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatches(x, y, batch_size, shuffle, rank, world)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+
+class DigitsDataModule(ArrayDataModule):
+    """scikit-learn's 8x8 digits (1797 images, 10 classes), shaped 1 x 8 x 8."""
+
+    def load(self) -> Arrays:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images[:, None].astype(np.float32), digits.target
+
+
+class IrisDataModule(ArrayDataModule):
+    """scikit-learn's iris (150 flowers, 4 features, 3 classes)."""
+
+    def load(self) -> Arrays:
+        from sklearn.datasets import load_iris
+
+        iris = load_iris()
+        return iris.data.astype(np.float32), iris.target
+
+
+class SyntheticDataModule(ArrayDataModule):
+    """Gaussian clusters of any shape: one random mean per class, `noise` around it."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] = (3, 32, 32),
+        num_classes: int = 10,
+        num_samples: int = 2048,
+        noise: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not input_shape or any(int(d) < 1 for d in input_shape):
+            raise ConfigError(f"data.input_shape={list(input_shape)} must be a non-empty list of positive ints")
+        if num_classes < 2:
+            raise ConfigError(f"data.num_classes={num_classes} must be at least 2")
+        if num_samples < 10 * num_classes:
+            raise ConfigError(f"data.num_samples={num_samples} must be at least 10 x data.num_classes")
+        self.shape, self.classes, self.num_samples, self.noise = tuple(input_shape), num_classes, num_samples, noise
+
+    def load(self) -> Arrays:
+        rng = np.random.default_rng(self.split_seed)
+        means = rng.normal(size=(self.classes, *self.shape)).astype(np.float32)
+        labels = np.arange(self.num_samples) % self.classes
+        samples = means[labels] + self.noise * rng.normal(size=(self.num_samples, *self.shape)).astype(np.float32)
+        return samples, labels
+
+
+class TorchvisionDataModule(ArrayDataModule):
+    """A torchvision data set loaded once into memory; validation comes out of the official train split."""
+
+    dataset_name = ""
+    option = ""
+
+    def __init__(self, data_dir: str = "./data", download: bool = True, **kwargs) -> None:
+        kwargs.setdefault("test_fraction", 0.0)
+        super().__init__(**kwargs)
+        try:
+            import torchvision.datasets
+        except Exception as error:  # ImportError, or a torchvision built for another torch
+            raise ConfigError(
+                f"data={self.option} needs torchvision: pip install 'lightning-tune[vision]' ({error})"
+            ) from None
+        self.dataset_class = getattr(torchvision.datasets, self.dataset_name)
+        self.data_dir, self.download = data_dir, download
+
+    def _arrays(self, train: bool) -> Arrays:
+        dataset = self.dataset_class(self.data_dir, train=train, download=self.download)
+        images = np.asarray(dataset.data, dtype=np.float32) / 255.0
+        images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # N x C x H x W
+        return images, np.asarray(dataset.targets)
+
+    def load(self) -> Arrays:
+        return self._arrays(train=True)
+
+    def load_splits(self) -> dict[str, Arrays]:
+        from sklearn.model_selection import train_test_split
+
+        x, y = self.load()
+        x_train, x_val, y_train, y_val = train_test_split(
+            x, y, test_size=self.val_fraction, stratify=y, random_state=self.split_seed
+        )
+        return {"train": (x_train, y_train), "val": (x_val, y_val), "test": self._arrays(train=False)}
+
+
+class MNISTDataModule(TorchvisionDataModule):
+    dataset_name, option = "MNIST", "mnist"
+
+
+class FashionMNISTDataModule(TorchvisionDataModule):
+    dataset_name, option = "FashionMNIST", "fashion_mnist"
+
+
+class CIFAR10DataModule(TorchvisionDataModule):
+    dataset_name, option = "CIFAR10", "cifar10"

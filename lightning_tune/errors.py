@@ -1,0 +1,5 @@
+"""The one exception type for a user's configuration mistake."""
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message names the key and what would be valid, on one line."""

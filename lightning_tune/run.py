@@ -1,0 +1,132 @@
+"""One training run from a composed config: build, fit, evaluate the best checkpoint, report."""
+
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import get_class, instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from torch import nn
+
+from lightning_tune.data import ArrayDataModule
+from lightning_tune.errors import ConfigError
+from lightning_tune.metrics import OptimizedMetric
+from lightning_tune.module import ClassificationModule
+from lightning_tune.optim import ScheduleSpec
+from lightning_tune.regularization import Regularization
+from lightning_tune.reporting import collect_results, format_table, log_hparams, write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: Any, key: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, with our own `ConfigError`s passed through unwrapped."""
+    try:
+        return instantiate(cfg, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        cause = error.__cause__ or error
+        raise ConfigError(f"{key}: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+
+
+def build_network(cfg: DictConfig, datamodule: ArrayDataModule, dropout: float) -> nn.Module:
+    """The `model` group's network, told its input shape and class count by the data module."""
+    kwargs: dict[str, Any] = {"input_shape": datamodule.input_shape, "num_classes": datamodule.num_classes}
+    try:
+        accepts_dropout = "dropout" in inspect.signature(get_class(cfg._target_)).parameters
+    except Exception as error:
+        raise ConfigError(f"model._target_={cfg.get('_target_')!r} cannot be imported: {error}") from None
+    if accepts_dropout:
+        kwargs["dropout"] = dropout
+    elif dropout > 0:
+        raise ConfigError(f"regularization.dropout={dropout}, but model {cfg._target_} takes no `dropout` argument")
+    return build(cfg, "model", **kwargs)
+
+
+def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) -> pl.Trainer:
+    logger = build(cfg.logger, "logger") if cfg.get("logger") else False
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(
+            dirpath=output_dir / "checkpoints",
+            filename="best",
+            monitor=metric.name,
+            mode=metric.mode,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+        )
+    ]
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    try:
+        return build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=str(output_dir))
+    except (MisconfigurationException, ValueError) as error:
+        raise ConfigError(f"trainer: {str(error).splitlines()[0]}") from None
+
+
+def train(cfg: DictConfig) -> float:
+    """Fit, evaluate the best checkpoint on val and test, write metrics.json; return `optimized_metric`."""
+    metric = OptimizedMetric.parse(cfg.optimized_metric)
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} must be an int")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    regularization: Regularization = build(cfg.regularization, "regularization")
+    datamodule: ArrayDataModule = build(cfg.data, "data")
+    net = build_network(cfg.model, datamodule, regularization.dropout)
+    module = ClassificationModule(
+        net,
+        optimizer=build(cfg.optimizer, "optimizer"),
+        num_classes=datamodule.num_classes,
+        regularization=regularization,
+        schedule=ScheduleSpec.from_config(cfg.get("scheduler")),
+        optimized_metric=metric.name,
+    )
+    trainer = build_trainer(cfg, metric, output_dir)
+
+    if cfg.lr_find:
+        from pytorch_lightning.tuner import Tuner
+
+        finder = Tuner(trainer).lr_find(module, datamodule=datamodule, attr_name="lr")
+        log.info("lr_find suggests lr=%.3g; training with it", module.lr)
+        if finder is not None and finder.suggestion() is None:
+            raise ConfigError("lr_find=true found no learning rate suggestion; set optimizer.lr and lr_find=false")
+
+    trainer.fit(module, datamodule=datamodule)
+    checkpoint = trainer.checkpoint_callback.best_model_path or None
+    stage_outputs = {
+        "val": trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0],
+    }
+    if "test" in datamodule.splits:
+        stage_outputs["test"] = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0]
+    results = collect_results(stage_outputs)
+    value = results["val"][metric.metric]
+    write_metrics(
+        output_dir / "metrics.json",
+        results,
+        {"optimized_metric": metric.name, "value": value, "epochs": trainer.current_epoch, "best_checkpoint": checkpoint},
+    )
+    log_hparams(trainer.loggers, cfg, results)
+    log.info("best checkpoint: %s\n%s", checkpoint, format_table(results))
+    return value
+
+
+def run_from_hydra(cfg: DictConfig) -> float:
+    """`train`, with a configuration mistake reported as one line instead of a traceback."""
+    try:
+        return train(cfg)
+    except ConfigError as error:
+        log.error("%s", error)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the failed job
+        sys.exit(f"error: {error}")

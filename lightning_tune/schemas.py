@@ -1,0 +1,180 @@
+"""Typed schemas behind the config groups we own.
+
+Each YAML option lists its schema first in its defaults, so a typo in a key or a wrong type
+(`optimizer.lr=abc`) fails when Hydra composes the config, with Hydra's own message, before any
+work starts. The values themselves live once, in the YAML files, next to a comment saying why.
+This module must stay free of torch: Hydra imports it while discovering plugins.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Tuple
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class Target:
+    _target_: str = MISSING
+
+
+@dataclass
+class PartialTarget(Target):
+    _partial_: bool = True
+
+
+# --- optimizer -----------------------------------------------------------------------------------
+@dataclass
+class AdamSchema(PartialTarget):
+    lr: float = MISSING
+    betas: Tuple[float, float] = MISSING
+    eps: float = MISSING
+    amsgrad: bool = MISSING
+
+
+@dataclass
+class SGDSchema(PartialTarget):
+    lr: float = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+    dampening: float = 0.0
+
+
+@dataclass
+class RMSpropSchema(PartialTarget):
+    lr: float = MISSING
+    alpha: float = MISSING
+    momentum: float = MISSING
+    eps: float = MISSING
+    centered: bool = MISSING
+
+
+# --- scheduler -----------------------------------------------------------------------------------
+@dataclass
+class SchedulerSchema(PartialTarget):
+    interval: str = MISSING  # "epoch" or "step": when Lightning calls scheduler.step()
+    warmup_epochs: int = 0  # linear warm-up before the schedule starts
+
+
+@dataclass
+class StepSchema(SchedulerSchema):
+    step_size: int = MISSING
+    gamma: float = MISSING
+
+
+@dataclass
+class ExponentialSchema(SchedulerSchema):
+    gamma: float = MISSING
+
+
+@dataclass
+class CosineSchema(SchedulerSchema):
+    T_max: Optional[int] = None
+    eta_min: float = MISSING
+
+
+@dataclass
+class OneCycleSchema(SchedulerSchema):
+    max_lr: Optional[float] = None
+    total_steps: Optional[int] = None
+    pct_start: float = MISSING
+    anneal_strategy: str = MISSING
+
+
+@dataclass
+class PlateauSchema(SchedulerSchema):
+    factor: float = MISSING
+    patience: int = MISSING
+    threshold: float = MISSING
+
+
+# --- regularization ------------------------------------------------------------------------------
+@dataclass
+class RegularizationSchema(Target):
+    l1: float = MISSING
+    l2: float = MISSING
+    dropout: float = MISSING
+    l2_mode: str = MISSING
+    exclude_bias_and_norm: bool = MISSING
+
+
+# --- data ----------------------------------------------------------------------------------------
+@dataclass
+class DataSchema(Target):
+    batch_size: int = MISSING
+    eval_batch_size: Optional[int] = None
+    num_workers: int = MISSING
+    pin_memory: bool = MISSING
+    val_fraction: float = MISSING
+    test_fraction: float = MISSING
+    split_seed: int = MISSING
+
+
+@dataclass
+class SyntheticDataSchema(DataSchema):
+    input_shape: List[int] = MISSING
+    num_classes: int = MISSING
+    num_samples: int = MISSING
+    noise: float = MISSING
+
+
+@dataclass
+class VisionDataSchema(DataSchema):
+    data_dir: str = MISSING
+    download: bool = MISSING
+
+
+# --- model ---------------------------------------------------------------------------------------
+@dataclass
+class CNNSchema(Target):
+    channels: List[int] = MISSING
+    kernel_sizes: Any = MISSING  # one int for every layer, or a list with one per layer
+    pool: str = MISSING
+    norm: str = MISSING
+    activation: str = MISSING
+    head_hidden: int = MISSING
+
+
+@dataclass
+class ResNetSchema(Target):
+    stem: str = MISSING
+    stages: int = MISSING
+    blocks_per_stage: Any = MISSING  # one int for every stage, or a list with one per stage
+    base_width: int = MISSING
+    block: str = MISSING
+    zero_init_residual: bool = MISSING
+
+
+@dataclass
+class MLPSchema(Target):
+    hidden_sizes: List[int] = MISSING
+    activation: str = MISSING
+    norm: str = MISSING
+
+
+@dataclass
+class LinearSchema(Target):
+    pass
+
+
+SCHEMAS = {
+    "optimizer": {"adam": AdamSchema, "sgd": SGDSchema, "rmsprop": RMSpropSchema},
+    "scheduler": {
+        "step": StepSchema,
+        "exponential": ExponentialSchema,
+        "cosine": CosineSchema,
+        "onecycle": OneCycleSchema,
+        "plateau": PlateauSchema,
+    },
+    "regularization": {"regularization": RegularizationSchema},
+    "data": {"array": DataSchema, "synthetic": SyntheticDataSchema, "vision": VisionDataSchema},
+    "model": {"cnn": CNNSchema, "resnet": ResNetSchema, "mlp": MLPSchema, "linear": LinearSchema},
+}
+
+
+def register_schemas() -> None:
+    """Store every schema as `schema/<group>/<name>`, out of sight of the groups' option lists."""
+    store = ConfigStore.instance()
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=node, provider="lightning-tune")
