@@ -1,0 +1,46 @@
+"""One composed-config fixture for every test: the real conf/, pointed at the test's tmp_path."""
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from lightning_tune.schemas import register_schemas
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A training run that takes a second or two on CPU: real data, real steps, few of them.
+FAST = [
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "logger=none",
+]
+
+
+def group_options(group: str) -> list[str]:
+    """Every option of a config group, so a new YAML file is tested without editing a test."""
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """`make_cfg("model=resnet", fast=True)` composes conf/train.yaml with overrides."""
+    register_schemas()
+
+    def compose_cfg(*overrides: str, fast: bool = True) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(
+                config_name="train",
+                overrides=[*(FAST if fast else []), f"output_dir={tmp_path}", *overrides],
+            )
+
+    yield compose_cfg
+    GlobalHydra.instance().clear()

@@ -1,0 +1,125 @@
+"""End-to-end runs through `train(cfg)`: what a run leaves behind and what it returns."""
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_tune.errors import ConfigError
+from lightning_tune.metrics import METRICS
+from lightning_tune.run import train
+
+
+def test_run_writes_metrics_json_and_returns_the_optimized_metric(make_cfg, tmp_path):
+    value = train(make_cfg())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for stage in ("val", "test"):
+        assert set(metrics[stage]) == set(METRICS)
+        for name in ("acc", "precision", "recall", "f1"):
+            assert 0.0 <= metrics[stage][name] <= 1.0
+        assert metrics[stage]["loss"] > 0
+    assert metrics["optimized_metric"] == "val/acc"
+    assert value == pytest.approx(metrics["val"]["acc"])
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_optimized_metric_chooses_what_is_returned(make_cfg, tmp_path):
+    value = train(make_cfg("optimized_metric=val/loss"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert value == pytest.approx(metrics["val"]["loss"])
+
+
+def test_tensorboard_events_hold_scalars_lr_and_hparams(make_cfg, tmp_path):
+    train(make_cfg("logger=tensorboard", "trainer.max_epochs=2"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss_epoch", "val/acc", "val/f1", "train/acc"} <= scalars
+    assert any(tag.startswith("lr-") for tag in scalars), scalars
+    assert "final/test_acc" in scalars
+    # The hparams plugin's session records: which parameters and which metrics the view shows.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")
+    assert content, "no hparams summary written"
+    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    metric_tags = {info.name.tag for info in data.experiment.metric_infos}
+    assert {"final/val_acc", "final/test_f1"} <= metric_tags
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    assert session.session_start_info.hparams["optimizer.lr"].number_value == pytest.approx(1e-3)
+    assert session.session_start_info.hparams["model._target_"].string_value == "lightning_tune.models.CNN"
+
+
+def test_csv_logger_writes_metrics(make_cfg, tmp_path):
+    train(make_cfg("logger=csv"))
+    text = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "val/acc" in text and "final/test_acc" in text
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(make_cfg, tmp_path):
+    def metrics(seed):
+        train(make_cfg(f"seed={seed}", "model=mlp", "regularization=dropout"))
+        return json.loads((tmp_path / "metrics.json").read_text())["val"]
+
+    first, again, other = metrics(1), metrics(1), metrics(2)
+    assert first == again
+    assert first != other
+
+
+def test_bf16_mixed_precision_on_cpu(make_cfg, tmp_path):
+    value = train(make_cfg("trainer.precision=bf16-mixed", "model=resnet", "model.stages=2"))
+    assert 0.0 <= value <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["val"]["loss"] > 0
+
+
+def test_lr_find_sets_the_learning_rate(make_cfg, caplog):
+    cfg = make_cfg("lr_find=true", "trainer.limit_train_batches=20", "trainer.max_epochs=1")
+    caplog.set_level("INFO")
+    train(cfg)
+    assert "lr_find suggests lr=" in caplog.text
+
+
+@pytest.mark.slow
+def test_default_run_reaches_095_test_accuracy(make_cfg, tmp_path):
+    """The README's promise: `python train.py` (CNN on digits, default settings)."""
+    train(make_cfg("logger=none", fast=False))
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"]["acc"] >= 0.95
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimized_metric=val/auc", "optimized_metric"),
+        ("optimized_metric=test/acc", "optimized_metric"),
+        ("regularization.dropout=1.5", "regularization.dropout"),
+        ("regularization.l2=-1", "regularization.l2"),
+        ("regularization.l2_mode=decoupled", "regularization.l2_mode"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("data.val_fraction=0", "data.val_fraction"),
+        ("optimizer.lr=-0.1", "optimizer"),
+        ("model.stages=6", "model.stages"),
+        ("model=cnn model.channels=[8,8,8,8]", "model.channels"),
+        ("model.activation=swish", "model.activation"),
+        ("data=iris", "model=cnn"),
+        ("trainer.precision=fp8", "trainer"),
+        ("scheduler=plateau scheduler.warmup_epochs=2", "scheduler.warmup_epochs"),
+        ("scheduler=step scheduler.interval=batch", "scheduler.interval"),
+        ("data=mnist", "data=mnist"),
+    ],
+)
+def test_bad_values_raise_one_line_config_error_naming_the_key(make_cfg, override, key):
+    overrides = override.split(" ")
+    if overrides[0].startswith("model.stages"):
+        overrides = ["model=resnet", *overrides]
+    try:
+        import torchvision  # noqa: F401
+
+        if "data=mnist" in overrides:
+            pytest.skip("torchvision is installed: data=mnist is valid here")
+    except Exception:
+        pass
+    with pytest.raises(ConfigError) as error:
+        train(make_cfg(*overrides))
+    message = str(error.value)
+    assert key in message
+    assert "\n" not in message
