@@ -83,20 +83,26 @@ class ArrayDataModule(pl.LightningDataModule):
     def load(self) -> Arrays:
         """All samples (float features or images shaped N x C x H x W) and integer labels."""
 
-    def load_splits(self) -> dict[str, Arrays]:
-        """Stratified train/val/test; data sets with an official test split override this."""
+    def split(self, x: np.ndarray, y: np.ndarray, test_size: float) -> list[np.ndarray]:
+        """sklearn's stratified split; a split too small to hold every class is a configuration mistake."""
         from sklearn.model_selection import train_test_split
 
+        try:
+            return train_test_split(x, y, test_size=test_size, stratify=y, random_state=self.split_seed)
+        except ValueError as error:
+            raise ConfigError(
+                f"data.val_fraction={self.val_fraction} and data.test_fraction={self.test_fraction} leave a split "
+                f"too small to stratify; make them larger ({str(error).splitlines()[0]})"
+            ) from None
+
+    def load_splits(self) -> dict[str, Arrays]:
+        """Stratified train/val/test; data sets with an official test split override this."""
         x, y = self.load()
         held_out = self.val_fraction + self.test_fraction
-        x_train, x_rest, y_train, y_rest = train_test_split(
-            x, y, test_size=held_out, stratify=y, random_state=self.split_seed
-        )
+        x_train, x_rest, y_train, y_rest = self.split(x, y, held_out)
         if self.test_fraction == 0:
             return {"train": (x_train, y_train), "val": (x_rest, y_rest)}
-        x_val, x_test, y_val, y_test = train_test_split(
-            x_rest, y_rest, test_size=self.test_fraction / held_out, stratify=y_rest, random_state=self.split_seed
-        )
+        x_val, x_test, y_val, y_test = self.split(x_rest, y_rest, self.test_fraction / held_out)
         return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 
     def setup(self, stage: Optional[str] = None) -> None:
@@ -131,6 +137,9 @@ class ArrayDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.test_fraction={self.test_fraction} leaves no {split} split; make it > 0")
         x, y = self.splits[split]
         batch_size = self.batch_size if shuffle else self.eval_batch_size
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        batches = TensorBatches(x, y, batch_size, shuffle, rank, world)
         if self.num_workers > 0:
             return DataLoader(
                 TensorDataset(x, y),
@@ -139,10 +148,9 @@ class ArrayDataModule(pl.LightningDataModule):
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
                 persistent_workers=True,
+                drop_last=batches.drop_last,  # the same batches as without workers
             )
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatches(x, y, batch_size, shuffle, rank, world)
+        return batches
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
@@ -230,12 +238,8 @@ class TorchvisionDataModule(ArrayDataModule):
         return self._arrays(train=True)
 
     def load_splits(self) -> dict[str, Arrays]:
-        from sklearn.model_selection import train_test_split
-
         x, y = self.load()
-        x_train, x_val, y_train, y_val = train_test_split(
-            x, y, test_size=self.val_fraction, stratify=y, random_state=self.split_seed
-        )
+        x_train, x_val, y_train, y_val = self.split(x, y, self.val_fraction)
         return {"train": (x_train, y_train), "val": (x_val, y_val), "test": self._arrays(train=False)}
 
 

@@ -81,11 +81,13 @@ def build_scheduler(
         "T_max": max(1, max_epochs * per_unit - warmup),  # cosine over what is left after warm-up
         "total_steps": max_epochs * steps_per_epoch,
         "max_lr": [group["lr"] for group in optimizer.param_groups],
-        "mode": mode,
     }
     keywords = spec.factory.keywords if isinstance(spec.factory, functools.partial) else {}
     accepted = inspect.signature(spec.factory).parameters
     missing = {k: v for k, v in fill.items() if k in accepted and keywords.get(k) is None}
+    scheduler_class = spec.factory.func if isinstance(spec.factory, functools.partial) else spec.factory
+    if isinstance(scheduler_class, type) and issubclass(scheduler_class, ReduceLROnPlateau) and "mode" not in keywords:
+        missing["mode"] = mode  # follow the monitored metric: max for acc, min for loss
     try:
         scheduler = spec.factory(optimizer, **missing)
     except (ValueError, TypeError) as error:

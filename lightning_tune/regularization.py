@@ -48,6 +48,8 @@ class Regularization:
 
     def penalty(self, params: list[torch.Tensor]) -> torch.Tensor:
         """The term added to the training loss: l1 * sum|w| (+ l2/2 * sum w^2 in penalty mode)."""
+        if not params:
+            return torch.zeros(())
         total = params[0].new_zeros(())
         if self.l1 > 0:
             total = total + self.l1 * torch.stack([p.abs().sum() for p in params]).sum()

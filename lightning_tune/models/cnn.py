@@ -29,6 +29,8 @@ class CNN(nn.Module):
         check_positive("model.channels", channels)
         kernels = per_layer("model.kernel_sizes", kernel_sizes, len(channels))
         pool = choose("model.pool", pool, ["max", "avg", "none"])
+        if head_hidden < 0:
+            raise ConfigError(f"model.head_hidden={head_hidden} must be >= 0 (0: a linear head)")
         if pool != "none" and min(height, width) < 2 ** len(channels):
             raise ConfigError(
                 f"model.channels has {len(channels)} pooling blocks, which need inputs of at least "

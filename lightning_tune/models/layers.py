@@ -40,11 +40,9 @@ def norm2d(name: str, channels: int, key: str = "model.norm") -> nn.Module:
 
 def per_layer(key: str, value: Union[int, Sequence[int]], count: int) -> list[int]:
     """Expand one int to `count` copies, or check that a list has one entry per layer."""
-    if isinstance(value, int):
-        return [value] * count
-    values = list(value)
+    values = [value] * count if isinstance(value, int) else list(value)
     if len(values) != count or not all(isinstance(v, int) and v > 0 for v in values):
-        raise ConfigError(f"{key}={values} must be one positive int or a list of {count} positive ints")
+        raise ConfigError(f"{key}={value} must be one positive int or a list of {count} positive ints")
     return values
 
 
