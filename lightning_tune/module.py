@@ -51,7 +51,7 @@ class ClassificationModule(pl.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, batch_size=len(y))
+        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, batch_size=len(y), sync_dist=not on_step)
         self.log_dict(metrics, on_step=False, on_epoch=True)
         return loss
 

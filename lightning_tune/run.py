@@ -2,25 +2,28 @@
 
 import inspect
 import logging
+import pkgutil
 import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
-from lightning_fabric.utilities.exceptions import MisconfigurationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lightning_tune.data import ArrayDataModule
 from lightning_tune.errors import ConfigError
 from lightning_tune.metrics import OptimizedMetric
 from lightning_tune.module import ClassificationModule
-from lightning_tune.optim import ScheduleSpec
+from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization
 from lightning_tune.reporting import collect_results, format_table, log_hparams, write_metrics
 
@@ -41,15 +44,37 @@ def build(cfg: Any, key: str, **kwargs: Any) -> Any:
 def build_network(cfg: DictConfig, datamodule: ArrayDataModule, dropout: float) -> nn.Module:
     """The `model` group's network, told its input shape and class count by the data module."""
     kwargs: dict[str, Any] = {"input_shape": datamodule.input_shape, "num_classes": datamodule.num_classes}
-    try:
-        accepts_dropout = "dropout" in inspect.signature(get_class(cfg._target_)).parameters
+    try:  # not hydra.utils.get_class: it logs a multi-line error of its own first
+        accepts_dropout = "dropout" in inspect.signature(pkgutil.resolve_name(cfg._target_)).parameters
     except Exception as error:
-        raise ConfigError(f"model._target_={cfg.get('_target_')!r} cannot be imported: {error}") from None
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise ConfigError(
+            f"model._target_={cfg.get('_target_')!r} cannot be imported: {reason} (is its module on PYTHONPATH?)"
+        ) from None
     if accepts_dropout:
         kwargs["dropout"] = dropout
     elif dropout > 0:
         raise ConfigError(f"regularization.dropout={dropout}, but model {cfg._target_} takes no `dropout` argument")
     return build(cfg, "model", **kwargs)
+
+
+def check_optimization(module: ClassificationModule, max_epochs: Optional[int]) -> None:
+    """Build the optimizer and schedule once, then drop them, so that a bad lr or schedule fails
+    before any file is written rather than inside `fit`, after the logger has started."""
+    optimizer = build_optimizer(module.optimizer_factory, module.net, module.regularization, lr=module.lr)
+    if module.schedule is not None:
+        metric = module.optimized_metric
+        epochs = max(1, max_epochs or 1)
+        scheduler = build_scheduler(
+            module.schedule, optimizer, max_epochs=epochs, steps_per_epoch=1, monitor=metric.name, mode=metric.mode
+        )["scheduler"]
+        try:  # a few steps catch values that only fail when stepped (step_size=0, T_max=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(min(epochs, 3)):
+                    scheduler.step(0.0) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
+        except (ArithmeticError, ValueError) as error:
+            raise ConfigError(f"scheduler: {type(error).__name__}: {error}".splitlines()[0]) from None
 
 
 def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) -> pl.Trainer:
@@ -66,10 +91,18 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) ->
     ]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    try:
-        return build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=str(output_dir))
-    except (MisconfigurationException, ValueError) as error:
-        raise ConfigError(f"trainer: {str(error).splitlines()[0]}") from None
+    accelerator = cfg.trainer.get("accelerator")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    # torch's SyncBatchNorm is GPU-only: on CPU, trainer=ddp's processes keep their own batch statistics.
+    sync_batchnorm = bool(cfg.trainer.get("sync_batchnorm")) and not on_cpu
+    return build(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(output_dir),
+        sync_batchnorm=sync_batchnorm,
+    )
 
 
 def train(cfg: DictConfig) -> float:
@@ -78,9 +111,8 @@ def train(cfg: DictConfig) -> float:
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an int")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
+    # Everything that can reject the config is built before the first file is written.
     regularization: Regularization = build(cfg.regularization, "regularization")
     datamodule: ArrayDataModule = build(cfg.data, "data")
     net = build_network(cfg.model, datamodule, regularization.dropout)
@@ -92,7 +124,10 @@ def train(cfg: DictConfig) -> float:
         schedule=ScheduleSpec.from_config(cfg.get("scheduler")),
         optimized_metric=metric.name,
     )
+    check_optimization(module, cfg.trainer.get("max_epochs"))
+    output_dir = Path(cfg.output_dir)
     trainer = build_trainer(cfg, metric, output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
 
     if cfg.lr_find:
         from pytorch_lightning.tuner import Tuner
@@ -126,7 +161,7 @@ def run_from_hydra(cfg: DictConfig) -> float:
     try:
         return train(cfg)
     except ConfigError as error:
-        log.error("%s", error)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("%s", error)
             raise  # the sweeper records the failed job
         sys.exit(f"error: {error}")

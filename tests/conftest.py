@@ -24,6 +24,19 @@ FAST = [
 ]
 
 
+def fast_without(*prefixes: str) -> list[str]:
+    """FAST less the overrides that start with one of `prefixes`, e.g. to choose another `trainer=`."""
+    return [override for override in FAST if not override.startswith(prefixes)]
+
+
+def needs_gpu(test: Callable) -> Callable:
+    """`@needs_gpu`: marked `gpu`, and skipped, saying why, where torch sees no CUDA device."""
+    import torch
+
+    reason = "needs a CUDA GPU: torch.cuda.is_available() is False here"
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason=reason)(test))
+
+
 def group_options(group: str) -> list[str]:
     """Every option of a config group, so a new YAML file is tested without editing a test."""
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))

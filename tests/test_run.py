@@ -104,6 +104,8 @@ def test_default_run_reaches_095_test_accuracy(make_cfg, tmp_path):
         ("trainer.precision=fp8", "trainer"),
         ("scheduler=plateau scheduler.warmup_epochs=2", "scheduler.warmup_epochs"),
         ("scheduler=step scheduler.interval=batch", "scheduler.interval"),
+        ("scheduler=step scheduler.step_size=0", "scheduler"),
+        ("scheduler=cosine scheduler.T_max=0", "scheduler"),
         ("data=mnist", "data=mnist"),
     ],
 )
