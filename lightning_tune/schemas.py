@@ -127,7 +127,9 @@ class VisionDataSchema(DataSchema):
 # --- model ---------------------------------------------------------------------------------------
 @dataclass
 class CNNSchema(Target):
-    channels: List[int] = MISSING
+    depth: int = MISSING
+    width: int = MISSING
+    channels: Optional[List[int]] = None
     kernel_sizes: Any = MISSING  # one int for every layer, or a list with one per layer
     pool: str = MISSING
     norm: str = MISSING
@@ -147,7 +149,9 @@ class ResNetSchema(Target):
 
 @dataclass
 class MLPSchema(Target):
-    hidden_sizes: List[int] = MISSING
+    depth: int = MISSING
+    width: int = MISSING
+    hidden_sizes: Optional[List[int]] = None
     activation: str = MISSING
     norm: str = MISSING
 

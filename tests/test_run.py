@@ -99,6 +99,7 @@ def test_default_run_reaches_095_test_accuracy(make_cfg, tmp_path):
         ("optimizer.lr=-0.1", "optimizer"),
         ("model.stages=6", "model.stages"),
         ("model=cnn model.channels=[8,8,8,8]", "model.channels"),
+        ("model.depth=4", "model.depth"),
         ("model.activation=swish", "model.activation"),
         ("data=iris", "model=cnn"),
         ("trainer.precision=fp8", "trainer"),

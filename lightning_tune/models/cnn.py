@@ -1,21 +1,25 @@
 """Plain convolutional net: (conv -> norm -> activation -> pool) per entry of `channels`."""
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.models.layers import activation as make_activation
-from lightning_tune.models.layers import check_positive, choose, norm2d, per_layer, require_image
+from lightning_tune.models.layers import check_positive, choose, norm2d, per_layer, require_image, widths
 
 
 class CNN(nn.Module):
+    """`depth` blocks whose widths start at `width` and double, or explicit per-block `channels`."""
+
     def __init__(
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        channels: Sequence[int] = (32, 64),
+        depth: int = 2,
+        width: int = 32,
+        channels: Optional[Sequence[int]] = None,
         kernel_sizes: Union[int, Sequence[int]] = 3,
         pool: str = "max",
         norm: str = "batch",
@@ -25,7 +29,8 @@ class CNN(nn.Module):
     ) -> None:
         super().__init__()
         in_channels, height, width = require_image(input_shape, "cnn")
-        channels = list(channels)
+        key = "model.channels" if channels is not None else "model.depth"
+        channels = list(channels) if channels is not None else widths("model", depth, width, double=True)
         check_positive("model.channels", channels)
         kernels = per_layer("model.kernel_sizes", kernel_sizes, len(channels))
         pool = choose("model.pool", pool, ["max", "avg", "none"])
@@ -33,7 +38,7 @@ class CNN(nn.Module):
             raise ConfigError(f"model.head_hidden={head_hidden} must be >= 0 (0: a linear head)")
         if pool != "none" and min(height, width) < 2 ** len(channels):
             raise ConfigError(
-                f"model.channels has {len(channels)} pooling blocks, which need inputs of at least "
+                f"{key}: {len(channels)} pooling blocks, which need inputs of at least "
                 f"{2 ** len(channels)}x{2 ** len(channels)}, but the data is {height}x{width}; "
                 f"use at most {min(height, width).bit_length() - 1} blocks or model.pool=none"
             )

@@ -60,3 +60,10 @@ def require_image(input_shape: Sequence[int], model: str) -> tuple[int, int, int
 def check_positive(key: str, values: Sequence[int]) -> None:
     if not values or any(v <= 0 for v in values):
         raise ConfigError(f"{key}={list(values)} must be a non-empty list of positive ints")
+
+
+def widths(prefix: str, depth: int, width: int, double: bool) -> list[int]:
+    """Layer widths from the two numbers a sweep tunes: `depth` layers starting at `width`."""
+    if depth < 1 or width < 1:
+        raise ConfigError(f"{prefix}.depth={depth} and {prefix}.width={width} must both be at least 1")
+    return [width * 2**i if double else width for i in range(depth)]

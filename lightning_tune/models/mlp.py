@@ -1,29 +1,31 @@
 """Fully connected nets on flattened inputs: the MLP and logistic regression."""
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from lightning_tune.models.layers import activation as make_activation
-from lightning_tune.models.layers import check_positive, choose
+from lightning_tune.models.layers import check_positive, choose, widths
 
 
 class MLP(nn.Module):
-    """Hidden layers of `hidden_sizes` units: linear -> norm -> activation -> dropout."""
+    """Hidden layers (`depth` of `width` units, or explicit `hidden_sizes`): linear -> norm -> activation -> dropout."""
 
     def __init__(
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        hidden_sizes: Sequence[int] = (256, 128),
+        depth: int = 2,
+        width: int = 256,
+        hidden_sizes: Optional[Sequence[int]] = None,
         activation: str = "relu",
         norm: str = "none",
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        hidden_sizes = list(hidden_sizes)
+        hidden_sizes = list(hidden_sizes) if hidden_sizes is not None else widths("model", depth, width, double=False)
         check_positive("model.hidden_sizes", hidden_sizes)
         norm = choose("model.norm", norm, ["batch", "layer", "none"])
         layers: list[nn.Module] = [nn.Flatten()]
