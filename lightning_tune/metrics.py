@@ -1,6 +1,7 @@
 """The classification metrics, and the one place that knows which direction each improves in."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
@@ -23,6 +24,25 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     )
 
 
+MODEL_OBJECTIVES = ("model/params", "model/latency_ms")  # smaller is better
+
+
+def objective_names(cfg: Any) -> list[str]:
+    """What a sweep optimizes: `objectives` for a multi-objective sweep, else `optimized_metric`."""
+    names = list(cfg.get("objectives") or [cfg.optimized_metric])
+    for name in names:
+        if name not in MODEL_OBJECTIVES:
+            OptimizedMetric.parse(name, key="objectives" if cfg.get("objectives") else "optimized_metric")
+    return names
+
+
+def objective_direction(name: str) -> str:
+    """Optuna's direction for an objective name."""
+    if name in MODEL_OBJECTIVES:
+        return "minimize"
+    return "maximize" if OptimizedMetric.parse(name).mode == "max" else "minimize"
+
+
 @dataclass(frozen=True)
 class OptimizedMetric:
     """`optimized_metric`, e.g. `val/acc`: a validation metric, and whether higher is better."""
@@ -31,12 +51,12 @@ class OptimizedMetric:
     metric: str
 
     @classmethod
-    def parse(cls, name: str) -> "OptimizedMetric":
+    def parse(cls, name: str, key: str = "optimized_metric") -> "OptimizedMetric":
         stage, _, metric = str(name).partition("/")
         if stage != "val" or metric not in METRICS:
-            valid = ", ".join(f"val/{m}" for m in METRICS)
+            valid = ", ".join([f"val/{m}" for m in METRICS] + (list(MODEL_OBJECTIVES) if key == "objectives" else []))
             raise ConfigError(
-                f"optimized_metric={name!r} is not valid; choose one of: {valid} (test metrics are reported, never optimized)"
+                f"{key}: {name!r} is not valid; choose one of: {valid} (test metrics are reported, never optimized)"
             )
         return cls(stage, metric)
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 
+from lightning_tune.errors import TrainingDiverged
 from lightning_tune.metrics import OptimizedMetric, classification_metrics
 from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization, split_parameters
@@ -61,6 +62,8 @@ class ClassificationModule(pl.LightningModule):
             penalty = self.regularization.penalty(self.penalized)
             self.log("train/penalty", penalty.detach(), on_step=True, on_epoch=True, batch_size=len(batch[1]))
             loss = loss + penalty
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

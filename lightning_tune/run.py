@@ -3,10 +3,12 @@
 import inspect
 import logging
 import pkgutil
+import statistics
 import sys
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -21,7 +23,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lightning_tune.data import ArrayDataModule
 from lightning_tune.errors import ConfigError
-from lightning_tune.metrics import OptimizedMetric
+from lightning_tune.metrics import OptimizedMetric, objective_names
 from lightning_tune.module import ClassificationModule
 from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization
@@ -78,8 +80,16 @@ def check_optimization(module: ClassificationModule, max_epochs: Optional[int]) 
 
 
 def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) -> pl.Trainer:
+    """The Trainer with our checkpointing, the user's `callbacks`, and a sweep trial's pruning."""
     logger = build(cfg.logger, "logger") if cfg.get("logger") else False
     callbacks: list[pl.Callback] = [
+        build(callback, f"callbacks.{name}") for name, callback in (cfg.get("callbacks") or {}).items()
+    ]
+    if cfg.get("trial") and cfg.trial.get("number") is not None:
+        from lightning_tune.sweeping.trial import trial_callbacks
+
+        callbacks += trial_callbacks(cfg.trial, metric.name)
+    callbacks += [
         ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
             filename="best",
@@ -105,9 +115,31 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) ->
     )
 
 
-def train(cfg: DictConfig) -> float:
-    """Fit, evaluate the best checkpoint on val and test, write metrics.json; return `optimized_metric`."""
+def measure_latency_ms(net: nn.Module, input_shape: tuple[int, ...], repeats: int = 20) -> float:
+    """Median time of one single-sample forward pass, on the device the net is on."""
+    parameter = next(net.parameters())
+    sample = torch.zeros(1, *input_shape, device=parameter.device)
+    timings = []
+    net.eval()
+    with torch.inference_mode():
+        for _ in range(repeats + 3):
+            if parameter.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            net(sample)
+            if parameter.is_cuda:
+                torch.cuda.synchronize()
+            timings.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(timings[3:])
+
+
+def train(cfg: DictConfig) -> Union[float, list[float]]:
+    """Fit, evaluate the best checkpoint on val and test, write metrics.json.
+
+    Returns `optimized_metric`, or the list of `objectives` for a multi-objective sweep.
+    """
     metric = OptimizedMetric.parse(cfg.optimized_metric)
+    objectives = objective_names(cfg)
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an int")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -145,18 +177,20 @@ def train(cfg: DictConfig) -> float:
     if "test" in datamodule.splits:
         stage_outputs["test"] = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0]
     results = collect_results(stage_outputs)
-    value = results["val"][metric.metric]
-    write_metrics(
-        output_dir / "metrics.json",
-        results,
-        {"optimized_metric": metric.name, "value": value, "epochs": trainer.current_epoch, "best_checkpoint": checkpoint},
-    )
-    log_hparams(trainer.loggers, cfg, results)
+    results["model"] = {"params": float(sum(p.numel() for p in net.parameters() if p.requires_grad))}
+    if "model/latency_ms" in objectives:
+        results["model"]["latency_ms"] = measure_latency_ms(net, datamodule.input_shape)
+    values = [results[name.split("/")[0]][name.split("/")[1]] for name in objectives]
+    extra = {"optimized_metric": metric.name, "value": results["val"][metric.metric], "epochs": trainer.current_epoch}
+    if cfg.get("objectives"):
+        extra["objectives"] = dict(zip(objectives, values))
+    write_metrics(output_dir / "metrics.json", results, {**extra, "best_checkpoint": checkpoint})
+    log_hparams(trainer.loggers, cfg, {stage: results[stage] for stage in stage_outputs})
     log.info("best checkpoint: %s\n%s", checkpoint, format_table(results))
-    return value
+    return values if cfg.get("objectives") else values[0]
 
 
-def run_from_hydra(cfg: DictConfig) -> float:
+def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
     """`train`, with a configuration mistake reported as one line instead of a traceback."""
     try:
         return train(cfg)

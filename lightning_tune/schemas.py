@@ -140,9 +140,9 @@ class CNNSchema(Target):
 @dataclass
 class ResNetSchema(Target):
     stem: str = MISSING
-    stages: int = MISSING
+    depth: int = MISSING
     blocks_per_stage: Any = MISSING  # one int for every stage, or a list with one per stage
-    base_width: int = MISSING
+    width: int = MISSING
     block: str = MISSING
     zero_init_residual: bool = MISSING
 
@@ -177,7 +177,10 @@ SCHEMAS = {
 
 
 def register_schemas() -> None:
-    """Store every schema as `schema/<group>/<name>`, out of sight of the groups' option lists."""
+    """Store every schema as `schema/<group>/<name>`, and the sweeper's configs under `hydra/sweeper`."""
+    from lightning_tune.sweeping.config import register_sweeper_configs
+
+    register_sweeper_configs()
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():

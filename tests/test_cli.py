@@ -45,7 +45,7 @@ BAD_INPUTS = [
     ("regularization.dropout=1.5", "regularization.dropout", True),
     ("regularization.l2=-1", "regularization.l2", True),
     ("data.batch_size=0", "data.batch_size", True),
-    ("model=resnet model.stages=6", "model.stages", True),
+    ("model=resnet model.depth=6", "model.depth", True),
     ("data=mnist", "data=mnist", True),
 ]
 

@@ -69,7 +69,7 @@ def test_flat_models_take_tabular_and_image_data(model: type, shape: tuple[int, 
 @pytest.mark.parametrize("blocks_per_stage", [2, [1, 2]], ids=["int", "list"])
 @pytest.mark.parametrize("block", ["basic", "bottleneck"])
 def test_resnet_small_stem_variants(shape: tuple[int, ...], block: str, blocks_per_stage: object) -> None:
-    net = ResNet(shape, NUM_CLASSES, stages=2, blocks_per_stage=blocks_per_stage, base_width=4, block=block)
+    net = ResNet(shape, NUM_CLASSES, depth=2, blocks_per_stage=blocks_per_stage, width=4, block=block)
     expected_blocks = 4 if blocks_per_stage == 2 else 3
     assert sum(isinstance(m, BasicBlock) for m in net.modules()) == expected_blocks
     check_forward_backward(net, shape)
@@ -78,7 +78,7 @@ def test_resnet_small_stem_variants(shape: tuple[int, ...], block: str, blocks_p
 @pytest.mark.parametrize("shape", [(3, 64, 64), (1, 96, 128)], ids=str)
 @pytest.mark.parametrize("block", ["basic", "bottleneck"])
 def test_resnet_imagenet_stem_on_large_inputs(shape: tuple[int, ...], block: str) -> None:
-    net = ResNet(shape, NUM_CLASSES, stem="imagenet", stages=3, blocks_per_stage=1, base_width=4, block=block)
+    net = ResNet(shape, NUM_CLASSES, stem="imagenet", depth=3, blocks_per_stage=1, width=4, block=block)
     check_forward_backward(net, shape)
 
 
@@ -93,7 +93,7 @@ def last_norms(net: ResNet) -> list[nn.BatchNorm2d]:
 @pytest.mark.parametrize("zero_init_residual", [True, False])
 def test_zero_init_residual_zeroes_the_last_norm_of_every_block(block: str, zero_init_residual: bool) -> None:
     net = ResNet(
-        (3, 32, 32), NUM_CLASSES, stages=3, blocks_per_stage=[1, 2, 1], base_width=4, block=block,
+        (3, 32, 32), NUM_CLASSES, depth=3, blocks_per_stage=[1, 2, 1], width=4, block=block,
         zero_init_residual=zero_init_residual,
     )
     for norm in last_norms(net):
@@ -107,7 +107,7 @@ def test_zero_init_residual_zeroes_the_last_norm_of_every_block(block: str, zero
 
 def test_zero_init_residual_blocks_start_as_the_identity() -> None:
     """Why zero-init: a block whose shortcut is the identity maps a non-negative input to itself."""
-    net = ResNet((3, 16, 16), NUM_CLASSES, stages=1, blocks_per_stage=2, base_width=4).eval()
+    net = ResNet((3, 16, 16), NUM_CLASSES, depth=1, blocks_per_stage=2, width=4).eval()
     x = torch.rand(2, 4, 16, 16)
     for block in net.stages:
         assert isinstance(block.shortcut, nn.Identity)
@@ -132,9 +132,9 @@ def test_dropout_argument_inserts_dropout(model: type) -> None:
 @pytest.mark.parametrize(
     "build, parts",
     [
-        (lambda: ResNet((1, 8, 8), 3, stages=6), ["model.stages=6", "8x8", "model.stages<=4"]),
-        (lambda: ResNet((1, 8, 8), 3, stem="imagenet"), ["model.stem=imagenet", "8x8", "model.stages<=2"]),
-        (lambda: ResNet((1, 3, 3), 3, stem="imagenet", stages=1), ["model.stem=imagenet", "model.stem=small"]),
+        (lambda: ResNet((1, 8, 8), 3, depth=6), ["model.depth=6", "8x8", "model.depth<=4"]),
+        (lambda: ResNet((1, 8, 8), 3, stem="imagenet"), ["model.stem=imagenet", "8x8", "model.depth<=2"]),
+        (lambda: ResNet((1, 3, 3), 3, stem="imagenet", depth=1), ["model.stem=imagenet", "model.stem=small"]),
         (lambda: CNN((1, 8, 8), 3, channels=[8] * 4), ["model.channels", "at most 3 blocks", "model.pool=none"]),
         (lambda: CNN((1, 28, 28), 3, channels=[4] * 5), ["model.channels", "at most 4 blocks"]),
     ],
@@ -149,17 +149,17 @@ def test_net_too_deep_for_the_input_names_the_key_and_the_limit(build, parts: li
 @pytest.mark.parametrize("size", [3, 4, 8, 28, 32, 64])
 @pytest.mark.parametrize("stem", ["small", "imagenet"])
 def test_resnet_depth_hint_is_exactly_the_deepest_valid_net(stem: str, size: int) -> None:
-    """`use model.stages<=k` is right: k stages build on this input and k + 1 do not."""
+    """`use model.depth<=k` is right: k stages build on this input and k + 1 do not."""
     with pytest.raises(ConfigError) as error:
-        ResNet((1, size, size), 3, stem=stem, stages=9, blocks_per_stage=1, base_width=1)
+        ResNet((1, size, size), 3, stem=stem, depth=9, blocks_per_stage=1, width=1)
     message = str(error.value)
-    if "model.stages<=" not in message:
+    if "model.depth<=" not in message:
         assert stem == "imagenet" and "use model.stem=small" in message
         return
-    most = int(message.rsplit("model.stages<=", 1)[1])
-    ResNet((1, size, size), 3, stem=stem, stages=most, blocks_per_stage=1, base_width=1)
+    most = int(message.rsplit("model.depth<=", 1)[1])
+    ResNet((1, size, size), 3, stem=stem, depth=most, blocks_per_stage=1, width=1)
     with pytest.raises(ConfigError):
-        ResNet((1, size, size), 3, stem=stem, stages=most + 1, blocks_per_stage=1, base_width=1)
+        ResNet((1, size, size), 3, stem=stem, depth=most + 1, blocks_per_stage=1, width=1)
 
 
 def test_cnn_without_pooling_takes_any_depth() -> None:
@@ -191,10 +191,10 @@ def test_unknown_choice_lists_the_valid_ones(build, key: str, valid: list[str]) 
         (lambda: CNN((1, 8, 8), 3, channels=[4, 4], kernel_sizes=[3]), "model.kernel_sizes"),
         (lambda: CNN((1, 8, 8), 3, channels=[4, 4], kernel_sizes=[3, 3, 3]), "model.kernel_sizes"),
         (lambda: CNN((1, 8, 8), 3, channels=[4, 4], kernel_sizes=0), "model.kernel_sizes"),
-        (lambda: ResNet((1, 8, 8), 3, stages=2, blocks_per_stage=[1, 1, 1]), "model.blocks_per_stage"),
-        (lambda: ResNet((1, 8, 8), 3, stages=2, blocks_per_stage=0), "model.blocks_per_stage"),
-        (lambda: ResNet((1, 8, 8), 3, stages=0), "model.stages"),
-        (lambda: ResNet((1, 8, 8), 3, base_width=0), "model.base_width"),
+        (lambda: ResNet((1, 8, 8), 3, depth=2, blocks_per_stage=[1, 1, 1]), "model.blocks_per_stage"),
+        (lambda: ResNet((1, 8, 8), 3, depth=2, blocks_per_stage=0), "model.blocks_per_stage"),
+        (lambda: ResNet((1, 8, 8), 3, depth=0), "model.depth"),
+        (lambda: ResNet((1, 8, 8), 3, width=0), "model.width"),
         (lambda: CNN((1, 8, 8), 3, channels=[]), "model.channels"),
         (lambda: CNN((1, 8, 8), 3, channels=[8, 0]), "model.channels"),
         (lambda: MLP((4,), 3, hidden_sizes=[16, -1]), "model.hidden_sizes"),

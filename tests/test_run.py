@@ -67,7 +67,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(make_cfg, tmp_path):
 
 
 def test_bf16_mixed_precision_on_cpu(make_cfg, tmp_path):
-    value = train(make_cfg("trainer.precision=bf16-mixed", "model=resnet", "model.stages=2"))
+    value = train(make_cfg("trainer.precision=bf16-mixed", "model=resnet", "model.depth=2"))
     assert 0.0 <= value <= 1.0
     assert json.loads((tmp_path / "metrics.json").read_text())["val"]["loss"] > 0
 
@@ -97,7 +97,7 @@ def test_default_run_reaches_095_test_accuracy(make_cfg, tmp_path):
         ("data.batch_size=0", "data.batch_size"),
         ("data.val_fraction=0", "data.val_fraction"),
         ("optimizer.lr=-0.1", "optimizer"),
-        ("model.stages=6", "model.stages"),
+        ("model=resnet model.depth=6", "model.depth"),
         ("model=cnn model.channels=[8,8,8,8]", "model.channels"),
         ("model.depth=4", "model.depth"),
         ("model.activation=swish", "model.activation"),
@@ -112,8 +112,6 @@ def test_default_run_reaches_095_test_accuracy(make_cfg, tmp_path):
 )
 def test_bad_values_raise_one_line_config_error_naming_the_key(make_cfg, override, key):
     overrides = override.split(" ")
-    if overrides[0].startswith("model.stages"):
-        overrides = ["model=resnet", *overrides]
     try:
         import torchvision  # noqa: F401
 

@@ -66,37 +66,37 @@ class ResNet(nn.Module):
         input_shape: Sequence[int],
         num_classes: int,
         stem: str = "small",
-        stages: int = 3,
+        depth: int = 3,
         blocks_per_stage: Union[int, Sequence[int]] = 2,
-        base_width: int = 16,
+        width: int = 16,
         block: str = "basic",
         zero_init_residual: bool = True,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        in_channels, height, width = require_image(input_shape, "resnet")
+        in_channels, height, in_width = require_image(input_shape, "resnet")
         stem = choose("model.stem", stem, ["small", "imagenet"])
         block_type = BLOCKS[choose("model.block", block, list(BLOCKS))]
-        if stages < 1 or base_width < 1:
-            raise ConfigError(f"model.stages={stages} and model.base_width={base_width} must both be at least 1")
-        blocks = per_layer("model.blocks_per_stage", blocks_per_stage, stages)
-        _check_resolution(stem, stages, min(height, width))
+        if depth < 1 or width < 1:
+            raise ConfigError(f"model.depth={depth} and model.width={width} must both be at least 1")
+        blocks = per_layer("model.blocks_per_stage", blocks_per_stage, depth)
+        _check_resolution(stem, depth, min(height, in_width))
 
         if stem == "small":
             self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, base_width, 3, 1, 1, bias=False), nn.BatchNorm2d(base_width), nn.ReLU(inplace=True)
+                nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
             )
         else:
             self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, base_width, 7, 2, 3, bias=False),
-                nn.BatchNorm2d(base_width),
+                nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, 2, 1),
             )
         layers: list[nn.Module] = []
-        channels = base_width
+        channels = width
         for stage, count in enumerate(blocks):
-            stage_width = base_width * 2**stage
+            stage_width = width * 2**stage
             for index in range(count):
                 stride = 2 if stage > 0 and index == 0 else 1
                 layers.append(block_type(channels, stage_width, stride))
@@ -119,13 +119,13 @@ class ResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-def _check_resolution(stem: str, stages: int, size: int) -> None:
+def _check_resolution(stem: str, depth: int, size: int) -> None:
     """Every halving needs at least 2 pixels to halve; fail before building a degenerate net."""
-    halvings = (2 if stem == "imagenet" else 0) + stages - 1
+    halvings = (2 if stem == "imagenet" else 0) + depth - 1
     if size < 2**halvings:
         most = size.bit_length() - 1 - (2 if stem == "imagenet" else 0) + 1
-        hint = f"use model.stages<={most}" if most >= 1 else "use model.stem=small"
+        hint = f"use model.depth<={most}" if most >= 1 else "use model.stem=small"
         raise ConfigError(
-            f"model.stages={stages} with model.stem={stem} halves the resolution {halvings} times, "
+            f"model.depth={depth} with model.stem={stem} halves the resolution {halvings} times, "
             f"which needs inputs of at least {2**halvings}x{2**halvings}, but the data is {size}x{size}; {hint}"
         )

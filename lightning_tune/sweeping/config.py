@@ -1,0 +1,97 @@
+"""The sweeper's config: the released Optuna sweeper's, plus pruning, budgets and warm starts.
+
+Imported while Hydra discovers plugins, so it stays free of torch and optuna.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class PrunerConf:
+    _target_: str = MISSING
+
+
+@dataclass
+class MedianPrunerConf(PrunerConf):
+    """Stop a trial whose metric is worse than the median of earlier trials at the same epoch."""
+
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5  # trials that always finish, to build the median
+    n_warmup_steps: int = 1  # epochs of each trial that are never pruned
+    interval_steps: int = 1
+
+
+@dataclass
+class ASHAPrunerConf(PrunerConf):
+    """Asynchronous successive halving: keep the top 1/reduction_factor at each rung."""
+
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = 1  # epochs before the first rung ("auto" lets Optuna choose)
+    reduction_factor: int = 3
+    min_early_stopping_rate: int = 0
+
+
+@dataclass
+class HyperbandPrunerConf(PrunerConf):
+    """Several successive-halving brackets with different aggressiveness."""
+
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"  # epochs of a full trial; "auto": learned from the first trials
+    reduction_factor: int = 3
+
+
+@dataclass
+class NopPrunerConf(PrunerConf):
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class TuningSweeperConf(OptunaSweeperConf):
+    _target_: str = "lightning_tune.sweeping.sweeper.TuningSweeper"
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+
+    # null: maximize or minimize each objective as its name says (acc up, loss and params down)
+    direction: Any = None
+    # null: SQLite in the sweep directory, so that the same command resumes the sweep
+    storage: Optional[Any] = None
+    study_name: Optional[str] = "lightning-tune"
+    # trials launched together; with the joblib launcher, its n_jobs when that is larger
+    n_jobs: int = 1
+    max_failure_rate: float = 0.5
+    pruner: PrunerConf = MISSING
+    # wall-time budget in seconds: no trial starts after it (null: none)
+    timeout_s: Optional[float] = None
+    # known-good configurations to try first: [{optimizer.lr: 0.01, model.width: 32}, ...]
+    enqueue_trials: List[Dict[str, Any]] = field(default_factory=list)
+    # an earlier sweep's best.yaml (or its directory): its values of the swept params go first
+    warm_start: Optional[str] = None
+
+
+PRUNERS = {"median": MedianPrunerConf, "asha": ASHAPrunerConf, "hyperband": HyperbandPrunerConf, "none": NopPrunerConf}
+
+
+# Overrides that change how much or where a sweep runs, not what it searches: resuming with a larger
+# n_trials or another launcher keeps the same study.
+NOT_IN_SWEEP_ID = ("hydra.sweeper.n_trials", "hydra.sweeper.timeout_s", "hydra.sweeper.n_jobs", "hydra.launcher",
+                   "hydra/launcher", "launcher", "hydra.sweep.", "hydra.job_logging", "hydra.verbose")  # fmt: skip
+
+
+def sweep_id(task_overrides: Any) -> str:
+    """A short hash of the command's overrides: the same command finds the same sweep directory."""
+    kept = sorted(o for o in task_overrides if not o.lstrip("+~").startswith(NOT_IN_SWEEP_ID))
+    return hashlib.sha1("\n".join(kept).encode()).hexdigest()[:8]
+
+
+def register_sweeper_configs() -> None:
+    OmegaConf.register_new_resolver("lt.sweep_id", sweep_id, replace=True)
+    store = ConfigStore.instance()
+    store.store(group="hydra/sweeper", name="lightning_tune", node=TuningSweeperConf, provider="lightning-tune")
+    for name, node in PRUNERS.items():
+        store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="lightning-tune")

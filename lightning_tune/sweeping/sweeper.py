@@ -1,0 +1,312 @@
+"""The Optuna sweeper, extended: resumable studies, pruning, robust trials, budgets and results.
+
+Built on hydra-optuna-sweeper's `OptunaSweeperImpl` (its search-space parsing and trial
+configuration are reused); `sweep` is ours, because the released loop cannot resume, prune,
+survive a NaN trial or number jobs by trial.
+"""
+
+import functools
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    DiscreteUniformDistribution,
+    IntUniformDistribution,
+)
+from optuna.trial import TrialState
+
+from lightning_tune.errors import ConfigError, TrainingDiverged
+from lightning_tune.metrics import objective_direction, objective_names
+from lightning_tune.sweeping.results import write_progress, write_report
+from lightning_tune.sweeping.trial import PRUNER_ATTR, derive_seed, open_storage
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+INTERRUPTED = "interrupted"  # user attr of a trial that a crashed or killed sweep left running
+
+
+def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
+    """Swept and fixed params from `key=sweep` strings, with Hydra's `range` end kept exclusive.
+
+    The released sweeper turns `range(1,5)` into an Optuna int distribution whose `high` (5) is
+    inclusive; Hydra's `range` stops before 5, as in Python.
+    """
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: dict[str, Any] = {}
+    for override in OverridesParser.create().parse_overrides(list(arguments)):
+        name = override.get_key_element()
+        value = create_optuna_distribution_from_override(override)
+        if override.is_range_sweep() and not override.value().shuffle:
+            sweep = override.value()
+            last = sweep.start + sweep.step * (math.ceil(round((sweep.stop - sweep.start) / sweep.step, 9)) - 1)
+            if isinstance(value, IntUniformDistribution):
+                value = IntUniformDistribution(int(sweep.start), int(last), step=int(sweep.step))
+            else:
+                value = DiscreteUniformDistribution(sweep.start, last, sweep.step)
+        if isinstance(value, BaseDistribution):
+            distributions[name] = value
+        else:
+            fixed[name] = value
+    return distributions, fixed
+
+
+def grid_choices(name: str, distribution: BaseDistribution) -> list[Any]:
+    """Every value of a discrete distribution, each once; a continuous interval has no grid."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, IntUniformDistribution):
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+    if isinstance(distribution, DiscreteUniformDistribution):
+        count = int(round((distribution.high - distribution.low) / distribution.q)) + 1
+        return [round(distribution.low + i * distribution.q, 12) for i in range(count)]
+    raise ConfigError(
+        f"hydra.sweeper.params.{name} is a continuous interval, which hparams_search=grid cannot enumerate; "
+        f"use choice(...) or range(start,stop,step)"
+    )
+
+
+def assign_gpus(batch_size: int, gpu_count: int) -> list[Optional[int]]:
+    """GPU index of each parallel trial in a batch: one GPU each, round robin; None without GPUs."""
+    if gpu_count < 2:
+        return [None] * batch_size
+    return [slot % gpu_count for slot in range(batch_size)]
+
+
+def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Optional[list[float]], str]:
+    """(state, values, reason) of a finished job: pruned, failed with its reason, or complete."""
+    if ret.status != JobStatus.COMPLETED:
+        error = ret._return_value
+        if isinstance(error, optuna.TrialPruned):
+            return TrialState.PRUNED, None, str(error)
+        if isinstance(error, TrainingDiverged):
+            return TrialState.FAIL, None, f"diverged: {error}"
+        if isinstance(error, ConfigError):
+            return TrialState.FAIL, None, f"invalid config: {error}"
+        return TrialState.FAIL, None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    raw = ret.return_value
+    values = [float(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw])]
+    if len(values) != n_objectives:
+        return TrialState.FAIL, None, f"returned {len(values)} values for {n_objectives} objectives"
+    if not all(math.isfinite(v) for v in values):
+        return TrialState.FAIL, None, f"returned a non-finite value: {values}"
+    return TrialState.COMPLETE, values, ""
+
+
+class TuningSweeper(OptunaSweeperImpl):
+    def __init__(
+        self,
+        *,
+        pruner: Any,
+        timeout_s: Optional[float],
+        enqueue_trials: List[Any],
+        warm_start: Optional[str],
+        **optuna_sweeper_args: Any,
+    ) -> None:
+        super().__init__(**optuna_sweeper_args)
+        self.pruner = pruner
+        self.timeout_s = timeout_s
+        self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
+        self.warm_start = warm_start
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.pruner_cfg = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
+        self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        launcher_jobs = config.hydra.launcher.get("n_jobs") or 1  # joblib: -1 is every core, -2 all but one
+        launcher_jobs = launcher_jobs if launcher_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + launcher_jobs)
+        self.batch_size = max(self.n_jobs, launcher_jobs)
+
+    # --- building the study ------------------------------------------------------------------
+    def _directions(self, objectives: list[str]) -> list[str]:
+        if self.direction is None:
+            return [objective_direction(name) for name in objectives]
+        directions = self._get_directions()
+        if len(directions) != len(objectives):
+            raise ConfigError(
+                f"hydra.sweeper.direction has {len(directions)} entries for {len(objectives)} objectives {objectives}"
+            )
+        return directions
+
+    def _open_study(self, directions: list[str], sampler: Any) -> optuna.Study:
+        url = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            storage = open_storage(url)
+            study = optuna.create_study(
+                study_name=self.study_name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
+            )
+        except Exception as error:  # a URL that cannot be opened fails here, before any trial runs
+            raise ConfigError(
+                f"hydra.sweeper.storage={url!r} cannot be opened: {type(error).__name__}: {str(error).splitlines()[0]}"
+            ) from None
+        if [d.name.lower() for d in study.directions] != directions:
+            raise ConfigError(
+                f"the study {study.study_name!r} in {url} optimizes {[d.name.lower() for d in study.directions]}, "
+                f"not {directions}; use another hydra.sweep.dir or hydra.sweeper.study_name"
+            )
+        self.storage_url = url
+        return study
+
+    def _recover_interrupted(self, study: optuna.Study) -> int:
+        """Mark trials left RUNNING by a crash as failed; their configurations are tried again."""
+        storage = study._storage
+        count = 0
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted: the sweep stopped during it")
+            if "grid_id" in trial.system_attrs:
+                storage.set_trial_system_attr(trial._trial_id, "grid_id", -1)  # its grid point is free again
+            else:
+                study.enqueue_trial(dict(trial.params))
+            storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+            count += 1
+        if count:
+            log.info("Resuming: %d trial(s) interrupted by the last run are retried", count)
+        return count
+
+    def _warm_start_params(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        params = list(self.enqueue_trials)
+        if self.warm_start:
+            path = Path(self.warm_start)
+            path = path / "best.yaml" if path.is_dir() else path
+            if not path.is_file():
+                raise ConfigError(f"hydra.sweeper.warm_start={self.warm_start!r}: no best.yaml there")
+            best = OmegaConf.load(path)
+            params.append({name: OmegaConf.select(best, name) for name in names if OmegaConf.select(best, name) is not None})
+        return params
+
+    # --- the loop ----------------------------------------------------------------------------
+    def sweep(self, arguments: List[str]) -> None:
+        self._process_searchspace_config()
+        distributions, fixed = parse_search_space(self._parse_sweeper_params_config() + list(arguments))
+        distributions = {**(self.search_space_distributions or {}), **distributions}
+        for name in fixed:
+            distributions.pop(name, None)
+        if self.n_trials <= 0:
+            raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
+        objectives = objective_names(self.config)
+        directions = self._directions(objectives)
+
+        sampler, n_trials = self.sampler, self.n_trials
+        if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
+            grid = {name: grid_choices(name, d) for name, d in distributions.items()}
+            sampler = sampler(grid)
+            n_trials = min(n_trials, math.prod(len(values) for values in grid.values()))
+        sweep_seed = int(fixed.pop("seed", self.config.get("seed", 0)))
+
+        study = self._open_study(directions, sampler)
+        fresh = not study.get_trials(deepcopy=False)
+        study.set_user_attr("objectives", objectives)
+        study.set_user_attr(PRUNER_ATTR, self.pruner_cfg)
+        study.set_user_attr("sweep_seed", sweep_seed)
+        self._recover_interrupted(study)
+        if fresh:
+            for params in self._warm_start_params(list(distributions)):
+                study.enqueue_trial(params)
+
+        import torch  # only to count GPUs for parallel trials
+
+        gpus = torch.cuda.device_count() if self.batch_size > 1 else 0
+        log.info(
+            "Study %r in %s: %s %s, sampler %s, pruner %s, %d trial(s) to finish",
+            study.study_name, self.storage_url, directions, objectives, type(sampler).__name__,
+            self.pruner_cfg.get("_target_", "").rsplit(".", 1)[-1], n_trials,
+        )  # fmt: skip
+        started, failures, launched = time.monotonic(), 0, 0
+        while (remaining := n_trials - self._finished(study)) > 0:
+            if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
+                log.info("Stopping: hydra.sweeper.timeout_s=%s reached with %d trial(s) to go", self.timeout_s, remaining)
+                break
+            trials = [study.ask() for _ in range(min(remaining, self.batch_size))]
+            overrides = self._configure_trials(trials, distributions, fixed)
+            overrides = [
+                (*trial_overrides, *self._trial_overrides(trial, sweep_seed, gpu, "seed" not in distributions))
+                for trial, trial_overrides, gpu in zip(trials, overrides, assign_gpus(len(trials), gpus))
+            ]
+            batch_started = time.monotonic()
+            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+            duration = time.monotonic() - batch_started
+            for trial, ret in zip(trials, returns):
+                failures += self._record(study, trial, ret, duration, len(directions)) == TrialState.FAIL
+                launched += 1
+                self._log_progress(study, trial, n_trials, duration)
+            write_progress(study, self.sweep_dir)
+            if failures / launched > self.max_failure_rate:
+                raise RuntimeError(
+                    f"{failures} of {launched} trials failed, more than hydra.sweeper.max_failure_rate="
+                    f"{self.max_failure_rate}; see {self.sweep_dir / 'trials.csv'}"
+                )
+        write_progress(study, self.sweep_dir)
+        self._write_optimization_results(study)
+        write_report(study, self.sweep_dir)
+
+    @staticmethod
+    def _finished(study: optuna.Study) -> int:
+        return sum(not t.user_attrs.get(INTERRUPTED) for t in study.get_trials(deepcopy=False, states=FINISHED))
+
+    def _trial_overrides(self, trial: optuna.Trial, sweep_seed: int, gpu: Optional[int], derive: bool) -> list[str]:
+        extra = [
+            f"trial.number={trial.number}",
+            f"trial.study_name='{self.study_name}'",
+            f"trial.storage='{self.storage_url}'",
+        ]
+        if derive:
+            seed = derive_seed(sweep_seed, trial.number)
+            trial.set_user_attr("trial_seed", seed)
+            extra.append(f"seed={seed}")
+        if gpu is not None:
+            extra.append(f"trainer.devices=[{gpu}]")
+        return extra
+
+    def _record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, duration: float, n_obj: int) -> TrialState:
+        state, values, reason = trial_outcome(ret, n_obj)
+        trial.set_user_attr("duration_s", round(duration, 3))
+        if ret.hydra_cfg is not None:
+            trial.set_user_attr("run_dir", str(Path(ret.hydra_cfg.hydra.runtime.output_dir).absolute()))
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        try:
+            study.tell(trial, values=values, state=state)
+        except RuntimeError as error:  # the grid sampler stops the study when the grid is done
+            if "Study.stop" not in str(error):
+                raise
+        return state
+
+    def _log_progress(self, study: optuna.Study, trial: optuna.Trial, n_trials: int, duration: float) -> None:
+        frozen = study._storage.get_trial(trial._trial_id)
+        shown = ", ".join(f"{v:.4f}" for v in frozen.values) if frozen.values else frozen.user_attrs.get("fail_reason", "")
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = ""
+        if complete and len(study.directions) == 1:
+            best = f"; best {study.best_value:.4f} (trial {study.best_trial.number})"
+        log.info(
+            "Trial %d (%d of %d finished) %s: %s in %.1f s%s",
+            trial.number, self._finished(study), n_trials, frozen.state.name, shown, duration, best,
+        )  # fmt: skip
+
+    def _write_optimization_results(self, study: optuna.Study) -> None:
+        """`optimization_results.yaml` as the released sweeper writes it."""
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            log.warning("No trial completed: no optimization_results.yaml")
+            return
+        if len(study.directions) == 1:
+            results = {"name": "optuna", "best_params": study.best_trial.params, "best_value": study.best_value}
+            log.info("Best parameters: %s", study.best_trial.params)
+            log.info("Best value: %s", study.best_value)
+        else:
+            results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials]}
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
