@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lightning_tune.data import ArrayDataModule
-from lightning_tune.errors import ConfigError
+from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import OptimizedMetric, objective_names
 from lightning_tune.module import ClassificationModule
 from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
@@ -191,11 +191,11 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
 
 
 def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
-    """`train`, with a configuration mistake reported as one line instead of a traceback."""
+    """`train`, with a configuration mistake or a diverged run reported as one line, not a traceback."""
     try:
         return train(cfg)
-    except ConfigError as error:
+    except (ConfigError, TrainingDiverged) as error:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("%s", error)
-            raise  # the sweeper records the failed job
+            raise  # the sweeper records the failed trial and its reason
         sys.exit(f"error: {error}")

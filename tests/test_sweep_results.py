@@ -73,7 +73,8 @@ def single(tmp_path: Path) -> tuple[optuna.Study, Path]:
     add(study, sweep, TrialState.COMPLETE, [0.80], **{"optimizer.lr": 1e-3, "optimizer": "adam"})
     add(study, sweep, TrialState.COMPLETE, [0.85], **{"optimizer.lr": 3e-3, "optimizer": "sgd", "model.width": 32})
     add(study, sweep, TrialState.COMPLETE, [0.95], **{"optimizer.lr": 1e-2, "optimizer": "adam"})
-    add(study, sweep, TrialState.PRUNED, [0.30], "pruned after epoch 1: val/acc=0.3000", **{"optimizer.lr": 0.09, "optimizer": "sgd"})
+    pruned = "pruned after epoch 1: val/acc=0.3000"
+    add(study, sweep, TrialState.PRUNED, [0.30], pruned, **{"optimizer.lr": 0.09, "optimizer": "sgd"})
     add(study, sweep, TrialState.FAIL, None, "diverged: loss is nan", **{"optimizer.lr": 0.1, "optimizer": "sgd"})
     add(study, sweep, TrialState.COMPLETE, [0.90], **{"optimizer.lr": 2e-4, "optimizer": "sgd", "model.width": 16})
     study.add_trial(create_trial(state=TrialState.RUNNING))
@@ -86,7 +87,8 @@ def multi(tmp_path: Path) -> tuple[optuna.Study, Path]:
     """val/acc up, model/params down: trials 0, 1 and 3 form the front, 2 and 4 are dominated."""
     sweep = tmp_path / "sweep"
     study = new_study(sweep, ["val/acc", "model/params"], ["maximize", "minimize"])
-    for acc, size, lr in [(0.90, 5e3, 1e-3), (0.95, 2e4, 2e-3), (0.85, 3e4, 3e-3), (0.70, 1e3, 4e-3), (0.94, 2.5e4, 5e-3)]:
+    points = [(0.90, 5e3, 1e-3), (0.95, 2e4, 2e-3), (0.85, 3e4, 3e-3), (0.70, 1e3, 4e-3), (0.94, 2.5e4, 5e-3)]
+    for acc, size, lr in points:
         add(study, sweep, TrialState.COMPLETE, [acc, size], **{"optimizer.lr": lr, "optimizer": "adam"})
     add(study, sweep, TrialState.FAIL, None, "out of memory", **{"optimizer.lr": 1e-2, "optimizer": "sgd"})
     return study, sweep
@@ -205,7 +207,8 @@ def test_report_embeds_every_plot_and_lists_why_trials_stopped(study_kind: str, 
         assert (sweep / "plots" / name).read_bytes()[:8] == PNG_MAGIC
     assert pyplot.get_fignums() == []  # no figure left open in pyplot's registry
     if study_kind == "single":
-        assert "| COMPLETE | 4 |" in text and "| PRUNED | 1 |" in text and "| FAIL | 1 |" in text and "| RUNNING | 1 |" in text
+        for counted in ["| COMPLETE | 4 |", "| PRUNED | 1 |", "| FAIL | 1 |", "| RUNNING | 1 |"]:
+            assert counted in text
         assert "Trial 2: `val/acc` = 0.95." in text
         assert "| 3 | PRUNED | pruned after epoch 1: val/acc=0.3000 | 3 |" in text
         assert "| 4 | FAIL | diverged: loss is nan | 4 |" in text
@@ -214,7 +217,9 @@ def test_report_embeds_every_plot_and_lists_why_trials_stopped(study_kind: str, 
         assert "| 5 | FAIL | out of memory | 5 |" in text
 
 
-def test_a_failing_importance_is_a_line_in_the_report(single: tuple[optuna.Study, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_importance_is_a_line_in_the_report(
+    single: tuple[optuna.Study, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     study, sweep = single
     (sweep / "plots").mkdir()
     (sweep / "plots" / "param_importances.png").write_bytes(PNG_MAGIC)  # from an earlier report
@@ -260,7 +265,8 @@ def test_files_are_replaced_whole_and_no_temporary_file_stays(single: tuple[optu
 
 
 def test_parallel_coordinates_place_categories_in_order_and_numbers_on_their_scale() -> None:
-    positions, ticks = plots.axis_positions(["sgd", "adam", plots.ABSENT], CategoricalDistribution(["adam", "rmsprop", "sgd"]))
+    choices = CategoricalDistribution(["adam", "rmsprop", "sgd"])
+    positions, ticks = plots.axis_positions(["sgd", "adam", plots.ABSENT], choices)
     assert positions[:2] == [1.0, 0.0] and math.isnan(positions[2])
     assert ticks == [(0.0, "adam"), (0.5, "rmsprop"), (1.0, "sgd")]
     positions, _ = plots.axis_positions([1e-4, 1e-3, 1e-2], LogUniformDistribution(1e-5, 1e-1))
@@ -288,7 +294,8 @@ def test_report_script_rejects_bad_inputs(tmp_path: Path) -> None:
     done = report_script(str(tmp_path / "nowhere"))
     assert (done.returncode, done.stderr) == (2, f"error: sweep_dir {tmp_path / 'nowhere'}: no such directory\n")
     done = report_script(str(tmp_path))
-    assert done.returncode == 2 and done.stderr.startswith("error: --storage: no optuna.db in") and done.stderr.count("\n") == 1
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: --storage: no optuna.db in")
 
     new_study(tmp_path, ["val/acc"], ["maximize"], name="first")
     new_study(tmp_path, ["val/acc"], ["maximize"], name="second")

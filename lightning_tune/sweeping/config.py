@@ -54,7 +54,7 @@ class NopPrunerConf(PrunerConf):
 
 @dataclass
 class TuningSweeperConf(OptunaSweeperConf):
-    _target_: str = "lightning_tune.sweeping.sweeper.TuningSweeper"
+    _target_: str = "hydra_plugins.lightning_tune.LightningTuneSweeper"
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
 
     # null: maximize or minimize each objective as its name says (acc up, loss and params down)
@@ -83,9 +83,10 @@ NOT_IN_SWEEP_ID = ("hydra.sweeper.n_trials", "hydra.sweeper.timeout_s", "hydra.s
                    "hydra/launcher", "launcher", "hydra.sweep.", "hydra.job_logging", "hydra.verbose")  # fmt: skip
 
 
-def sweep_id(task_overrides: Any) -> str:
+def sweep_id(*override_lists: Any) -> str:
     """A short hash of the command's overrides: the same command finds the same sweep directory."""
-    kept = sorted(o for o in task_overrides if not o.lstrip("+~").startswith(NOT_IN_SWEEP_ID))
+    overrides = [o for overrides in override_lists for o in overrides]
+    kept = sorted(o for o in overrides if not o.lstrip("+~").startswith(NOT_IN_SWEEP_ID))
     return hashlib.sha1("\n".join(kept).encode()).hexdigest()[:8]
 
 

@@ -46,9 +46,10 @@ def optimization_history(trials: Sequence[FrozenTrial], names: Sequence[str], ma
     for i, (ax, name, up) in enumerate(zip(axes, names, maximize)):
         numbers, values = [t.number for t in complete], [t.values[i] for t in complete]
         ax.plot(numbers, values, "o", color="tab:blue", markersize=4, label="complete")
-        ax.step(numbers, list(accumulate(values, max if up else min)), where="post", color="tab:red", label="best so far")
-        pruned = [t for t in trials if t.state == TrialState.PRUNED and t.values]  # Optuna keeps the last reported value
-        if pruned and i == 0:  # and prunes single-objective studies only
+        best = list(accumulate(values, max if up else min))
+        ax.step(numbers, best, where="post", color="tab:red", label="best so far")
+        pruned = [t for t in trials if t.state == TrialState.PRUNED and t.values]  # the last value they reported
+        if pruned and i == 0:  # Optuna prunes single-objective studies only
             ax.plot([t.number for t in pruned], [t.values[0] for t in pruned], "x", color="tab:orange",
                     label="pruned (last reported)")
         for state, marker, color in ((TrialState.PRUNED, "x", "tab:orange"), (TrialState.FAIL, "v", "tab:gray")):
@@ -82,7 +83,9 @@ def is_log(distribution: BaseDistribution | None) -> bool:
     return isinstance(distribution, (LogUniformDistribution, IntLogUniformDistribution))
 
 
-def axis_positions(values: Sequence[Any], distribution: BaseDistribution | None) -> tuple[list[float], list[tuple[float, str]]]:
+def axis_positions(
+    values: Sequence[Any], distribution: BaseDistribution | None
+) -> tuple[list[float], list[tuple[float, str]]]:
     """Where each trial meets one axis, in [0, 1], and the axis's labelled ticks.
 
     Categories sit at even steps in the search space's order; numbers are scaled between the
@@ -114,7 +117,8 @@ def parallel_coordinates(
     for param in params:
         distribution = next((t.distributions[param] for t in complete if param in t.distributions), None)
         columns.append((param, [t.params.get(param, ABSENT) for t in complete], distribution))
-    columns += [(label(name, up), [t.values[i] for t in complete], None) for i, (name, up) in enumerate(zip(names, maximize))]
+    for i, (name, up) in enumerate(zip(names, maximize)):
+        columns.append((label(name, up), [t.values[i] for t in complete], None))
 
     fig = Figure(layout="constrained", figsize=(max(6.0, 1.5 * len(columns)), 4.5))
     ax = fig.subplots()
@@ -159,7 +163,8 @@ def pareto_front(
             ordered = sorted(front, key=lambda t: t.values[i])
             ax.plot([t.values[i] for t in ordered], [t.values[j] for t in ordered], color="tab:red", linewidth=1)
         for t in front:
-            ax.annotate(str(t.number), (t.values[i], t.values[j]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            where = (t.values[i], t.values[j])
+            ax.annotate(str(t.number), where, xytext=(3, 3), textcoords="offset points", fontsize=7)
         ax.set_xlabel(label(names[i], maximize[i]))
         ax.set_ylabel(label(names[j], maximize[j]))
         ax.grid(alpha=0.3)

@@ -108,7 +108,9 @@ def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
     params = param_names(trials)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["number", "state", *value_columns, *params, "trial_seed", "duration_s", "run_dir", "fail_reason", "job_id"])
+    writer.writerow(
+        ["number", "state", *value_columns, *params, "trial_seed", "duration_s", "run_dir", "fail_reason", "job_id"]
+    )
     for trial in trials:
         row = [
             trial.number,
@@ -139,8 +141,9 @@ def optimization_results(trials: Sequence[FrozenTrial], maximize: Sequence[bool]
 
 def best_config(trial: FrozenTrial, study_name: str, names: Sequence[str], sweep_dir: Path) -> Optional[str]:
     """The best trial's composed job config, its `trial` node nulled so a rerun reports to no study."""
-    config_path = Path(trial.user_attrs.get("run_dir", "")) / ".hydra" / "config.yaml"
-    if "run_dir" not in trial.user_attrs or not config_path.is_file():
+    run_dir = trial.user_attrs.get("run_dir")
+    config_path = Path(run_dir or "<no run_dir>") / ".hydra" / "config.yaml"
+    if run_dir is None or not config_path.is_file():
         log.warning("best.yaml not written: trial %d has no composed config at %s", trial.number, config_path)
         return None
     cfg = OmegaConf.load(config_path)
@@ -245,9 +248,9 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
     params = param_names(trials)
     drawn: set[str] = set()
 
-    def figure(filename: str, draw: Callable[[], bytes]) -> list[str]:
+    def figure(filename: str, draw: Callable[..., bytes], *args: Any) -> list[str]:
         try:
-            png = draw()
+            png = draw(*args)
         except Exception as error:  # noqa: BLE001 - a figure is not worth failing the sweep for
             log.warning("%s not drawn: %s", filename, first_line(error))
             return [f"Not drawn: {first_line(error)}.", ""]
@@ -257,7 +260,8 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
 
     objectives = ", ".join(f"`{n}` ({'maximize' if up else 'minimize'})" for n, up in zip(names, maximize))
     counts = [(state.name, sum(trial.state == state for trial in trials)) for state in REPORTED]
-    lines = [f"# Sweep report: {study.study_name}", "", f"Objectives: {objectives}.", "", *table(["state", "trials"], counts), ""]
+    lines = [f"# Sweep report: {study.study_name}", "", f"Objectives: {objectives}.", ""]
+    lines += [*table(["state", "trials"], counts), ""]
 
     lines += ["## Best trial", ""]
     if best is None:
@@ -268,7 +272,8 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
         lines += [f"Trial {best.number}{chosen}: {values}.", ""]
         lines += table(["param", "value"], list(best.params.items())) + [""]
         if (sweep_dir / "best.yaml").is_file():
-            lines += [f"Its whole config is `best.yaml`: `python train.py --config-path {sweep_dir.resolve()} --config-name best`.", ""]
+            rerun = f"python train.py --config-path {sweep_dir.resolve()} --config-name best"
+            lines += [f"Its whole config is `best.yaml`: `{rerun}`.", ""]
 
         sign = 1.0 if maximize[0] else -1.0
         top = sorted(complete, key=lambda t: (-sign * t.values[0], t.number))[:TOP_TRIALS]
@@ -282,30 +287,32 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
         lines += [f"## Top {len(top)} trials by `{names[0]}`", "", *table(header, rows), ""]
 
     lines += ["## Optimization history", ""]
-    lines += figure("optimization_history.png", lambda: plots.optimization_history(trials, names, maximize))
+    lines += figure("optimization_history.png", plots.optimization_history, trials, names, maximize)
 
     lines += ["## Parameter importances", ""]
     importances, how = param_importances(study, names)
     lines += [how, ""]
     if importances:
-        lines += figure("param_importances.png", lambda: plots.param_importances(importances))
+        lines += figure("param_importances.png", plots.param_importances, importances)
 
     lines += ["## Parallel coordinates", ""]
     if complete and params:
-        lines += figure("parallel_coordinates.png", lambda: plots.parallel_coordinates(complete, params, names, maximize))
+        lines += figure("parallel_coordinates.png", plots.parallel_coordinates, complete, params, names, maximize)
     else:
         lines += ["Not drawn: needs a complete trial and a swept parameter.", ""]
 
     if len(names) > 1:
         lines += ["## Pareto front", ""]
         if complete:
-            lines += figure("pareto_front.png", lambda: plots.pareto_front(complete, front, names, maximize))
+            lines += figure("pareto_front.png", plots.pareto_front, complete, front, names, maximize)
         else:
             lines += ["Not drawn: no trial has completed yet.", ""]
 
     stopped = [trial for trial in trials if trial.state in (TrialState.FAIL, TrialState.PRUNED)]
     if stopped:
-        rows = [[t.number, t.state.name, fail_reason(t), shown_dir(t.user_attrs.get("run_dir"), sweep_dir)] for t in stopped]
+        rows = [
+            [t.number, t.state.name, fail_reason(t), shown_dir(t.user_attrs.get("run_dir"), sweep_dir)] for t in stopped
+        ]
         lines += ["## Failed and pruned trials", "", *table(["trial", "state", "reason", "run dir"], rows), ""]
 
     for stale in PLOTS.keys() - drawn:  # a figure of an earlier report that this one could not draw
@@ -327,5 +334,6 @@ def load_study(storage: str, study_name: Optional[str]) -> optuna.Study:
             raise ConfigError(f"--study-name: {storage} holds {found}; name one with --study-name")
         study_name = existing[0]
     elif study_name not in existing:
-        raise ConfigError(f"--study-name {study_name}: no such study in {storage}; it holds: {', '.join(existing) or 'none'}")
+        held = ", ".join(existing) or "none"
+        raise ConfigError(f"--study-name {study_name}: no such study in {storage}; it holds: {held}")
     return optuna.load_study(study_name=study_name, storage=storage)

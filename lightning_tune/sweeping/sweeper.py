@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
@@ -32,6 +33,7 @@ from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.trial import PRUNER_ATTR, derive_seed, open_storage
 
 log = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # enqueue_trial in 2.10
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INTERRUPTED = "interrupted"  # user attr of a trial that a crashed or killed sweep left running
@@ -250,8 +252,8 @@ class TuningSweeper(OptunaSweeperImpl):
                     f"{self.max_failure_rate}; see {self.sweep_dir / 'trials.csv'}"
                 )
         write_progress(study, self.sweep_dir)
-        self._write_optimization_results(study)
         write_report(study, self.sweep_dir)
+        self._log_best(study)
 
     @staticmethod
     def _finished(study: optuna.Study) -> int:
@@ -297,16 +299,12 @@ class TuningSweeper(OptunaSweeperImpl):
             trial.number, self._finished(study), n_trials, frozen.state.name, shown, duration, best,
         )  # fmt: skip
 
-    def _write_optimization_results(self, study: optuna.Study) -> None:
-        """`optimization_results.yaml` as the released sweeper writes it."""
+    @staticmethod
+    def _log_best(study: optuna.Study) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
-            log.warning("No trial completed: no optimization_results.yaml")
-            return
-        if len(study.directions) == 1:
-            results = {"name": "optuna", "best_params": study.best_trial.params, "best_value": study.best_value}
-            log.info("Best parameters: %s", study.best_trial.params)
-            log.info("Best value: %s", study.best_value)
+            log.warning("No trial completed")
+        elif len(study.directions) == 1:
+            log.info("Best value %s with %s (trial %d)", study.best_value, study.best_trial.params, study.best_trial.number)
         else:
-            results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials]}
-        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+            log.info("Pareto front: trials %s", [t.number for t in study.best_trials])
