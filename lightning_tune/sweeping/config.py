@@ -66,6 +66,9 @@ class TuningSweeperConf(OptunaSweeperConf):
     n_jobs: int = 1
     max_failure_rate: float = 0.5
     pruner: PrunerConf = MISSING
+    # the search space, nested so that `hydra.sweeper.params.optimizer.lr=...` overrides one entry;
+    # `_option_` under a group's name sweeps the group's option: {optimizer: {_option_: choice(adam, sgd)}}
+    params: Optional[Dict[str, Any]] = None
     # wall-time budget in seconds: no trial starts after it (null: none)
     timeout_s: Optional[float] = None
     # known-good configurations to try first: [{optimizer.lr: 0.01, model.width: 32}, ...]
