@@ -4,6 +4,7 @@ Hydra imports this module whenever it starts, so it imports nothing heavy; the s
 implementation (optuna, torch) is imported only when a sweep begins.
 """
 
+import sys
 from typing import Any, List
 
 from hydra.core.config_search_path import ConfigSearchPath
@@ -11,6 +12,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
+from lightning_tune.errors import ConfigError
 from lightning_tune.schemas import register_schemas
 
 
@@ -33,4 +35,7 @@ class LightningTuneSweeper(Sweeper):
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> None:
-        self.sweeper.sweep(arguments)
+        try:
+            self.sweeper.sweep(arguments)
+        except ConfigError as error:  # a bad search space, storage or budget: one line, no traceback
+            sys.exit(f"error: {error}")

@@ -54,6 +54,7 @@ def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribu
         if override.is_range_sweep() and not override.value().shuffle:
             sweep = override.value()
             last = sweep.start + sweep.step * (math.ceil(round((sweep.stop - sweep.start) / sweep.step, 9)) - 1)
+            last = round(last, 12)  # 0.1 + 2 * 0.1 is 0.30000000000000004, which Optuna warns of
             if isinstance(value, IntUniformDistribution):
                 value = IntUniformDistribution(int(sweep.start), int(last), step=int(sweep.step))
             else:
@@ -93,6 +94,14 @@ def grid_choices(name: str, distribution: BaseDistribution) -> list[Any]:
         f"hydra.sweeper.params.{name} is a continuous interval, which hparams_search=grid cannot enumerate; "
         f"use choice(...) or range(start,stop,step)"
     )
+
+
+def composition_error(error: BaseException) -> str:
+    """Hydra's composition error on one line: `Error merging override model.depth=abc: Value 'abc' ...`."""
+    text = str(error).split("Config search path:")[0]  # keep the valid options of a missing one, not the path
+    if error.__cause__ is not None:
+        text += f": {str(error.__cause__).splitlines()[0]}"
+    return " ".join(text.split())
 
 
 def assign_gpus(batch_size: int, gpu_count: int) -> list[Optional[int]]:
@@ -237,6 +246,7 @@ class TuningSweeper(OptunaSweeperImpl):
             n_trials = min(n_trials, math.prod(len(values) for values in grid.values()))
         sweep_seed = int(fixed.pop("seed", self.config.get("seed", 0)))
 
+        first_trials = self._warm_start_params(list(distributions))  # a bad warm_start: before any file
         study = self._open_study(directions, sampler)
         fresh = not study.get_trials(deepcopy=False)
         if not fresh:  # resumed: the same seed would suggest the first run's trials all over again
@@ -246,7 +256,7 @@ class TuningSweeper(OptunaSweeperImpl):
         study.set_user_attr("sweep_seed", sweep_seed)
         self._recover_interrupted(study)
         if fresh:
-            for params in self._warm_start_params(list(distributions)):
+            for params in first_trials:
                 study.enqueue_trial(params)
 
         import torch  # only to count GPUs for parallel trials
@@ -269,7 +279,7 @@ class TuningSweeper(OptunaSweeperImpl):
                 for trial, trial_overrides, gpu in zip(trials, overrides, assign_gpus(len(trials), gpus))
             ]
             batch_started = time.monotonic()
-            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+            returns = self._launch(trials, overrides)
             duration = time.monotonic() - batch_started
             for trial, ret in zip(trials, returns):
                 self._record(study, trial, ret, duration, len(directions))
@@ -284,6 +294,30 @@ class TuningSweeper(OptunaSweeperImpl):
         write_progress(study, self.sweep_dir)
         write_report(study, self.sweep_dir)
         self._log_best(study)
+
+    def _launch(self, trials: list[optuna.Trial], overrides: list[Sequence[str]]) -> list[JobReturn]:
+        """Each trial's job, in the directory named by its number. A trial whose overrides do not compose
+        (`model.depth=abc`, `optimizer=foo`) fails here with Hydra's reason: the launcher would raise, and
+        end the sweep, mid-batch."""
+        returns: list[JobReturn] = []
+        group: list[tuple[optuna.Trial, Sequence[str]]] = []  # consecutive trial numbers: launched together
+
+        def launch_group() -> None:
+            if group:
+                returns.extend(self.launcher.launch([o for _, o in group], initial_job_idx=group[0][0].number))
+                group.clear()
+
+        for trial, trial_overrides in zip(trials, overrides):
+            try:
+                self.hydra_context.config_loader.load_sweep_config(self.config, list(trial_overrides))
+            except Exception as error:  # noqa: BLE001 - whatever Hydra raises, it is this trial's failure
+                launch_group()
+                returns.append(JobReturn(overrides=trial_overrides, status=JobStatus.FAILED,
+                                         _return_value=ConfigError(composition_error(error))))  # fmt: skip
+            else:
+                group.append((trial, trial_overrides))
+        launch_group()
+        return returns
 
     @staticmethod
     def _finished(study: optuna.Study) -> int:

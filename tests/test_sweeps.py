@@ -1,0 +1,747 @@
+"""Real sweeps on digits: `python train.py -m hparams_search=...` as a user runs it, checked through
+the Optuna study it leaves and the files in its sweep directory.
+
+Each sweep pays several seconds of imports before its first trial, so the sweeps this session's
+selected tests need are started together when the module starts, two at a time (`sweep_pool`),
+and each test waits for its own: a test names its sweep by indirect parametrization,
+`@pytest.mark.parametrize("sweep", ["grid"], indirect=True)`, and gets a `Sweep`.
+"""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import pytest
+import yaml
+from conftest import ROOT
+from hydra.core.utils import JobReturn, JobStatus
+from optuna.distributions import (
+    CategoricalDistribution,
+    DiscreteUniformDistribution,
+    IntUniformDistribution,
+    LogUniformDistribution,
+    UniformDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from lightning_tune.errors import ConfigError, TrainingDiverged
+from lightning_tune.sweeping.config import sweep_id
+from lightning_tune.sweeping.sweeper import (
+    INTERRUPTED,
+    TuningSweeper,
+    assign_gpus,
+    composition_error,
+    grid_choices,
+    parse_search_space,
+    trial_outcome,
+)
+from lightning_tune.sweeping.trial import derive_seed
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STUDY = "lightning-tune"  # the presets' hydra.sweeper.study_name
+SEED = 42  # conf/train.yaml's seed: the sweep seed of every sweep here
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Trials of a second or two: real digits, one short epoch, no logger files.
+TINY = ["trainer=cpu", "logger=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=5"]
+# hparams_search=grid cut to 4 points: depth x lr, every other param of the preset pinned.
+GRID = [
+    "hparams_search=grid",
+    "model.depth=choice(1,2)",
+    "optimizer.lr=choice(0.001,0.01)",
+    "model.width=16",
+    "optimizer=adam",
+    "regularization.dropout=0.0",
+]
+GRID_POINTS = {(depth, lr) for depth in (1, 2) for lr in (0.001, 0.01)}
+# Every param of the random/tpe/cmaes presets pinned but optimizer.lr, which the command line sweeps.
+ONLY_LR = [
+    "model=mlp",
+    "model.depth=1",
+    "model.width=32",
+    "optimizer=adam",
+    "scheduler=none",
+    "regularization.l2=0.0",
+    "regularization.dropout=0.0",
+    "data.batch_size=64",
+    "optimizer.lr=choice(0.003,1e-06)",  # 1e-6 stays at chance level: a trial to prune
+]
+
+
+def enqueue(*trials: dict[str, str]) -> str:
+    """`hydra.sweeper.enqueue_trials=[{optimizer.lr:0.01,...},...]`: these trials run first, in this order."""
+    return "hydra.sweeper.enqueue_trials=[" + ",".join(
+        "{" + ",".join(f"{name}:{value}" for name, value in trial.items()) + "}" for trial in trials
+    ) + "]"
+
+
+# Four trials, as enqueued: one that trains, one whose loss is NaN at once, one whose config fails when it
+# is built (dropout 1.5), one whose config does not even compose (no optimizer `foo`).
+FAILURES = [
+    *[override for override in ONLY_LR if not override.startswith(("optimizer", "regularization.dropout"))],
+    "optimizer=choice(sgd,foo)",
+    "optimizer.lr=choice(0.01,1e30)",
+    "regularization.dropout=choice(0.0,1.5)",
+    enqueue(
+        {"optimizer": "sgd", "optimizer.lr": "0.01", "regularization.dropout": "0.0"},
+        {"optimizer": "sgd", "optimizer.lr": "1e30", "regularization.dropout": "0.0"},
+        {"optimizer": "sgd", "optimizer.lr": "0.01", "regularization.dropout": "1.5"},
+        {"optimizer": "foo", "optimizer.lr": "0.01", "regularization.dropout": "0.0"},
+    ),
+    "hydra.sweeper.n_trials=4",
+    "hydra.sweeper.max_failure_rate=0.75",  # 3 of 4 fail on purpose
+]
+# Two good trials first, then two bad ones: with 2 startup trials the bad ones are pruned at epoch 1.
+GOOD_THEN_BAD = enqueue(*({"optimizer.lr": lr} for lr in ("0.003", "0.003", "1e-06", "1e-06")))
+PRUNING = ["hparams_search=random", *ONLY_LR, GOOD_THEN_BAD, "trainer.max_epochs=3", "hydra.sweeper.n_trials=4"]
+
+# Sweeps share the two cores: one torch thread each keeps them from fighting over them.
+ENV = {
+    **{key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"},
+    "OMP_NUM_THREADS": "1",
+}
+PROGRESS = re.compile(  # trial, finished, n_trials, state, value or reason, seconds, best value, best trial
+    r"Trial (\d+) \((\d+) of (\d+) finished\) (COMPLETE|PRUNED|FAIL): (.*) in ([\d.]+) s"
+    r"(?:; best ([\d.]+) \(trial (\d+)\))?"
+)
+
+
+# --- running sweeps ---------------------------------------------------------------------------
+@dataclass
+class Sweep:
+    """One `python train.py -m ...` run: its sweep directory and what it printed."""
+
+    dir: Path
+    result: subprocess.CompletedProcess
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+    def study(self) -> optuna.Study:
+        return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{self.dir / 'optuna.db'}")
+
+    def trials(self, *states: TrialState) -> list[FrozenTrial]:
+        trials = sorted(self.study().get_trials(deepcopy=False), key=lambda trial: trial.number)
+        return [trial for trial in trials if not states or trial.state in states]
+
+    def rows(self) -> list[dict[str, str]]:
+        with open(self.dir / "trials.csv", newline="") as file:
+            return list(csv.DictReader(file))
+
+    def ok(self) -> "Sweep":
+        assert self.result.returncode == 0, self.output[-3000:]
+        assert "Traceback" not in self.output, self.output[-3000:]
+        return self
+
+
+def command(sweep_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
+
+
+def run_sweep(sweep_dir: Path, *args: str) -> Sweep:
+    result = subprocess.run(
+        command(sweep_dir, *args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    return Sweep(sweep_dir, result)
+
+
+def kill_during_trial(sweep_dir: Path, args: list[str], trial: int) -> str:
+    """Start the sweep, SIGKILL it and its children once trial `trial` is running; return its log."""
+    log_path = sweep_dir.with_suffix(".killed.log")
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command(sweep_dir, *args), cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while not (finished_rows(sweep_dir) >= trial and (sweep_dir / str(trial) / ".hydra").is_dir()):
+            assert process.poll() is None, f"the sweep ended before trial {trial} started:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"trial {trial} did not start:\n{log_path.read_text()}"
+            time.sleep(0.02)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended by itself (and an assertion above says why)
+            pass
+        process.wait()
+    return log_path.read_text()
+
+
+def finished_rows(sweep_dir: Path) -> int:
+    try:
+        text = (sweep_dir / "trials.csv").read_text()  # written atomically: never half a file
+    except FileNotFoundError:
+        return 0
+    return sum(row["state"] in ("COMPLETE", "PRUNED", "FAIL") for row in csv.DictReader(text.splitlines()))
+
+
+def resume_after_kill(tmp: Path, args: list[str]) -> tuple[str, dict[str, str], Sweep]:
+    """Kill the sweep during trial 2 and run the same command again: (killed log, metrics.json of trials 0-1 as the
+    kill left them, the rerun)."""
+    sweep_dir = tmp / "sweep"
+    killed = kill_during_trial(sweep_dir, args, trial=2)
+    before = {number: (sweep_dir / number / "metrics.json").read_text() for number in ("0", "1")}
+    return killed, before, run_sweep(sweep_dir, *args)
+
+
+def random_resume(tmp: Path, done: dict) -> tuple[str, dict[str, str], Sweep, Sweep]:
+    args = ["hparams_search=random", *TINY, "trainer.max_epochs=2", "hydra.sweeper.n_trials=4"]
+    killed, before, rerun = resume_after_kill(tmp, args)
+    return killed, before, rerun, run_sweep(rerun.dir, *args)  # and once more: a finished study runs nothing
+
+
+def grid_resume(tmp: Path, done: dict) -> tuple[str, dict[str, str], Sweep]:
+    return resume_after_kill(tmp, [*GRID, *TINY, "trainer.max_epochs=2"])
+
+
+def sweep_job(*args: str) -> Callable[[Path, dict], Sweep]:
+    return lambda tmp, done: run_sweep(tmp / "sweep", *args)
+
+
+def random_warm_started(tmp: Path, done: dict) -> Sweep:
+    """hparams_search=random: trial 0 from `enqueue_trials`, trial 1 from the grid sweep's best, trial 2 sampled."""
+    enqueue = "hydra.sweeper.enqueue_trials=[{model.depth:2,optimizer.lr:0.005}]"
+    return run_sweep(
+        tmp / "sweep", "hparams_search=random", *TINY, "hydra.sweeper.n_trials=3", enqueue,
+        f"hydra.sweeper.warm_start={done['grid'].dir}",
+    )  # fmt: skip
+
+
+def rerun_best(tmp: Path, done: dict) -> tuple[Path, subprocess.CompletedProcess]:
+    """`python train.py --config-path <grid sweep> --config-name best`: (its run directory, the run)."""
+    run_dir = tmp / "rerun"
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config-path", str(done["grid"].dir.resolve()), "--config-name", "best",
+         f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return run_dir, result
+
+
+@dataclass
+class Job:
+    run: Callable[[Path, dict], Any]
+    needs: tuple[str, ...] = ()
+
+
+# Longest first: two workers finish sooner that way. A job comes after the jobs it needs.
+JOBS: dict[str, Job] = {
+    "random_resume": Job(random_resume),
+    "prune_asha_joblib": Job(sweep_job(
+        *PRUNING, "hydra/sweeper/pruner=asha", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    )),  # fmt: skip
+    "grid_resume": Job(grid_resume),
+    "grid": Job(sweep_job(*GRID, *TINY)),
+    "prune_median": Job(sweep_job(*PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2")),
+    "tpe": Job(sweep_job("hparams_search=tpe", *TINY, "hydra.sweeper.n_trials=3")),
+    "cmaes": Job(sweep_job("hparams_search=cmaes", *TINY, "hydra.sweeper.n_trials=3")),
+    "nsga2": Job(sweep_job("hparams_search=nsga2", *TINY, "hydra.sweeper.n_trials=4")),
+    "failures": Job(sweep_job("hparams_search=random", *TINY, *FAILURES)),
+    "timeout": Job(sweep_job("hparams_search=random", *TINY, "hydra.sweeper.n_trials=5", "hydra.sweeper.timeout_s=.5")),
+    "all_fail": Job(sweep_job(  # no trial composes
+        "hparams_search=grid", *TINY, "optimizer=choice(foo,bar)", "optimizer.lr=0.01", "model.depth=1",
+        "model.width=16", "regularization.dropout=0.0",
+    )),  # fmt: skip
+    "random": Job(random_warm_started, needs=("grid",)),
+    "best_rerun": Job(rerun_best, needs=("grid",)),
+}
+
+# Bad inputs: (overrides, text the one error line must hold); each stops before any trial runs.
+BAD_SWEEPS = {
+    "grid_interval": ("hparams_search=grid optimizer.lr=interval(0.001,0.1)", "optimizer.lr"),
+    "n_trials_0": ("hparams_search=tpe hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0"),
+    "storage_path": ("hparams_search=tpe hydra.sweeper.storage=sqlite:///{tmp}/file/x.db", "hydra.sweeper.storage"),
+    "sampler_foo": ("hparams_search=tpe hydra/sweeper/sampler=foo", "hydra/sweeper/sampler"),  # Hydra's own errors
+    "pruner_foo": ("hparams_search=tpe hydra/sweeper/pruner=foo", "hydra/sweeper/pruner"),
+}
+
+
+def bad_sweep(overrides: str) -> Callable[[Path, dict], Sweep]:
+    def run(tmp: Path, done: dict) -> Sweep:
+        (tmp / "file").write_text("a file, so that no directory can be made under it\n")
+        return run_sweep(tmp / "sweep", *TINY, *overrides.format(tmp=tmp).split())
+
+    return run
+
+
+JOBS.update({f"bad_{name}": Job(bad_sweep(overrides)) for name, (overrides, _) in BAD_SWEEPS.items()})
+
+
+@pytest.fixture(scope="module")
+def sweep_pool(request, tmp_path_factory):
+    """Futures of the jobs that this session's selected tests in this module name, run two at a time."""
+    wanted = {
+        item.callspec.params["sweep"]
+        for item in request.session.items
+        if item.module is request.module and "sweep" in getattr(getattr(item, "callspec", None), "params", {})
+    }
+    wanted |= {need for name in wanted for need in JOBS[name].needs}
+    futures: dict[str, Future] = {}
+
+    def run(name: str) -> Any:
+        done = {need: futures[need].result() for need in JOBS[name].needs}  # submitted earlier: running or done
+        return JOBS[name].run(tmp_path_factory.mktemp(name), done)
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    for name in JOBS:
+        if name in wanted:
+            futures[name] = pool.submit(run, name)
+    yield futures
+    pool.shutdown(cancel_futures=True)  # with -x, the jobs not started yet are dropped
+
+
+@pytest.fixture
+def sweep(request, sweep_pool) -> Any:
+    return sweep_pool[request.param].result(timeout=600)
+
+
+def uses(*names: str) -> Any:
+    return pytest.mark.parametrize("sweep", names, indirect=True)
+
+
+def params_key(trial: FrozenTrial) -> tuple:
+    return tuple(sorted(trial.params.items()))
+
+
+# --- every preset -----------------------------------------------------------------------------
+@pytest.mark.slow
+@uses("grid")
+def test_grid_runs_each_point_once_in_directories_numbered_by_trial(sweep):
+    sweep.ok()
+    trials = sweep.trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 4  # n_trials=1000 capped by the grid
+    assert {(t.params["model.depth"], t.params["optimizer.lr"]) for t in trials} == GRID_POINTS
+    assert "4 trial(s) to finish" in sweep.output
+    for trial in trials:
+        run_dir = sweep.dir / str(trial.number)
+        assert trial.user_attrs["run_dir"] == str(run_dir.resolve())
+        metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
+        assert metrics["value"] == pytest.approx(trial.value)
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        assert (config["model"]["depth"], config["optimizer"]["lr"]) == (
+            trial.params["model.depth"],
+            trial.params["optimizer.lr"],
+        )
+
+
+@pytest.mark.slow
+@uses("grid")
+def test_each_trial_seed_is_derived_from_the_sweep_seed_and_recorded(sweep):
+    rows = sweep.ok().rows()
+    seeds = [int(row["trial_seed"]) for row in rows]
+    assert seeds == [derive_seed(SEED, int(row["number"])) for row in rows]
+    assert len(set(seeds)) == len(seeds)
+    for row in rows:
+        config = yaml.safe_load((Path(row["run_dir"]) / ".hydra" / "config.yaml").read_text())
+        assert config["seed"] == int(row["trial_seed"])  # the trial trained with it
+
+
+@pytest.mark.slow
+@uses("grid")
+def test_results_files_agree_with_the_study(sweep):
+    study = sweep.ok().study()
+    rows = sweep.rows()
+    assert [int(row["number"]) for row in rows] == [trial.number for trial in study.trials]
+    for row, trial in zip(rows, study.trials):
+        assert row["state"] == trial.state.name
+        assert float(row["value"]) == pytest.approx(trial.value)
+        assert int(row["model.depth"]) == trial.params["model.depth"]
+        assert float(row["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])
+        assert float(row["duration_s"]) > 0
+    results = yaml.safe_load((sweep.dir / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(study.best_value)
+    assert results["best_params"] == study.best_params
+    best = yaml.safe_load((sweep.dir / "best.yaml").read_text())
+    assert best["seed"] == study.best_trial.user_attrs["trial_seed"]
+    assert best["model"]["depth"] == study.best_params["model.depth"]
+    assert best["trial"] == {"number": None, "study_name": None, "storage": None}
+    report = (sweep.dir / "report.md").read_text()
+    assert f"Trial {study.best_trial.number}" in report
+    for plot in ("optimization_history", "param_importances", "parallel_coordinates"):
+        assert f"plots/{plot}.png" in report
+        assert (sweep.dir / "plots" / f"{plot}.png").read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.slow
+@uses("grid")
+def test_progress_log_shows_each_trial_its_state_value_time_and_the_best(sweep):
+    lines = [PROGRESS.search(line) for line in sweep.ok().output.splitlines()]
+    progress = [match for match in lines if match]
+    assert [(int(m[1]), int(m[2]), int(m[3])) for m in progress] == [(k, k + 1, 4) for k in range(4)]
+    trials = sweep.study().trials
+    for match in progress:
+        number = int(match[1])
+        assert match[4] == "COMPLETE"
+        assert float(match[5]) == pytest.approx(trials[number].value, abs=1e-4)
+        best = max(trials[: number + 1], key=lambda trial: trial.value)  # the best so far
+        assert (float(match[7]), int(match[8])) == (pytest.approx(best.value, abs=1e-4), best.number)
+    assert f"Best value {sweep.study().best_value}" in sweep.output
+
+
+@pytest.mark.slow
+@uses("best_rerun")
+def test_best_yaml_reruns_the_best_trial(sweep, sweep_pool):
+    rerun_dir, result = sweep
+    assert result.returncode == 0, result.stderr[-3000:]
+    grid = sweep_pool["grid"].result()
+    metrics = yaml.safe_load((rerun_dir / "metrics.json").read_text())
+    assert metrics["value"] == pytest.approx(grid.study().best_value, abs=1e-6)  # same config, same seed, on CPU
+
+
+@pytest.mark.slow
+@uses("random", "tpe", "cmaes")
+def test_preset_runs_n_trials_of_distinct_configurations(sweep):
+    trials = sweep.ok().trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
+    assert len({params_key(trial) for trial in trials}) == 3
+    assert len(trials[0].params) >= 2
+    rows = sweep.rows()
+    assert [row["state"] for row in rows] == ["COMPLETE"] * 3
+    assert set(trials[0].params) <= set(rows[0])
+    assert sorted(path.name for path in sweep.dir.iterdir() if path.name.isdigit()) == ["0", "1", "2"]
+    for name in ("best.yaml", "optimization_results.yaml", "report.md", "plots/optimization_history.png"):
+        assert (sweep.dir / name).is_file(), name
+
+
+@pytest.mark.slow
+@uses("nsga2")
+def test_nsga2_records_two_values_per_trial_and_the_pareto_front(sweep):
+    study = sweep.ok().study()
+    assert [direction.name for direction in study.directions] == ["MAXIMIZE", "MINIMIZE"]  # val/acc, model/params
+    trials = sweep.trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 4
+    assert all(len(trial.values) == 2 for trial in trials)
+    rows = sweep.rows()
+    assert {"val/acc", "model/params"} <= set(rows[0])
+
+    def dominated(trial: FrozenTrial) -> bool:
+        acc, size = trial.values
+        return any(o.values[0] >= acc and o.values[1] <= size and o.values != trial.values for o in trials)
+
+    front = sorted(tuple(t.values) for t in trials if not dominated(t))
+    solutions = yaml.safe_load((sweep.dir / "optimization_results.yaml").read_text())["solutions"]
+    assert sorted(tuple(solution["values"]) for solution in solutions) == front
+    assert "## Pareto front" in (sweep.dir / "report.md").read_text()
+    assert (sweep.dir / "plots" / "pareto_front.png").read_bytes().startswith(PNG_MAGIC)
+
+
+# --- resuming ---------------------------------------------------------------------------------
+@pytest.mark.slow
+@uses("random_resume")
+def test_a_killed_sweep_resumes_retrying_the_interrupted_trial(sweep):
+    killed_log, before, rerun, again = sweep
+    rerun.ok()
+    trials = rerun.trials()
+    interrupted = [trial for trial in trials if trial.user_attrs.get(INTERRUPTED)]
+    assert [trial.number for trial in interrupted] == [2], killed_log[-2000:]
+    assert interrupted[0].state == TrialState.FAIL
+    assert "interrupted" in interrupted[0].user_attrs["fail_reason"]
+    assert "Resuming: 1 trial(s) interrupted" in rerun.output
+    finished = [trial for trial in trials if not trial.user_attrs.get(INTERRUPTED)]
+    assert [trial.number for trial in finished] == [0, 1, 3, 4]  # n_trials=4 in all, not 4 more
+    assert all(trial.state == TrialState.COMPLETE for trial in finished)
+    assert finished[2].params == interrupted[0].params  # the interrupted configuration goes first
+    assert len({params_key(trial) for trial in finished}) == 4  # and nothing else ran twice
+    # Job directories follow trial numbers: the rerun wrote 3 and 4 and left 0-2 alone.
+    assert sorted(path.name for path in rerun.dir.iterdir() if path.name.isdigit()) == ["0", "1", "2", "3", "4"]
+    assert {number: (rerun.dir / number / "metrics.json").read_text() for number in before} == before
+    assert not (rerun.dir / "2" / "metrics.json").exists()
+    for trial in finished:
+        assert trial.user_attrs["run_dir"] == str((rerun.dir / str(trial.number)).resolve())
+    assert [row["number"] for row in rerun.rows()] == ["0", "1", "2", "3", "4"]
+    # Once more, on a finished study: nothing runs.
+    again.ok()
+    assert len(again.trials()) == 5
+    assert "Launching" not in again.output
+
+
+@pytest.mark.slow
+@uses("grid_resume")
+def test_a_killed_grid_sweep_resumes_and_covers_the_grid_once(sweep):
+    killed_log, before, rerun = sweep
+    trials = rerun.ok().trials()
+    interrupted = [trial for trial in trials if trial.user_attrs.get(INTERRUPTED)]
+    assert [trial.number for trial in interrupted] == [2], killed_log[-2000:]
+    finished = [trial for trial in trials if not trial.user_attrs.get(INTERRUPTED)]
+    assert [trial.state for trial in finished] == [TrialState.COMPLETE] * 4
+    assert {(t.params["model.depth"], t.params["optimizer.lr"]) for t in finished} == GRID_POINTS
+    assert interrupted[0].params in [trial.params for trial in finished[2:]]  # retried after the kill
+    assert {number: (rerun.dir / number / "metrics.json").read_text() for number in before} == before
+
+
+# --- trials that fail or are pruned -----------------------------------------------------------
+@pytest.mark.slow
+@uses("failures")
+def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(sweep):
+    trials = sweep.ok().trials()  # exit status 0
+    assert [trial.params["optimizer.lr"] for trial in trials] == [0.01, 1e30, 0.01, 0.01]  # as enqueued
+    assert trials[0].state == TrialState.COMPLETE
+    assert trials[1].state == TrialState.FAIL
+    assert re.match(r"diverged: training loss is (nan|inf) at epoch 0", trials[1].user_attrs["fail_reason"])
+    assert not (sweep.dir / "1" / "metrics.json").exists()
+    rows = sweep.rows()
+    assert [row["state"] for row in rows] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+    assert rows[1]["fail_reason"] == trials[1].user_attrs["fail_reason"]
+    report = (sweep.dir / "report.md").read_text()
+    assert "## Failed and pruned trials" in report and "| 1 | FAIL | diverged: " in report
+
+
+@pytest.mark.slow
+@uses("failures")
+def test_a_trial_with_an_invalid_config_fails_with_the_reason(sweep):
+    trials = sweep.ok().trials()
+    built = trials[2]  # regularization.dropout=1.5: refused when the trial builds its objects
+    assert built.state == TrialState.FAIL
+    assert built.user_attrs["fail_reason"] == "invalid config: regularization.dropout=1.5 must be in [0, 1)"
+    assert not (sweep.dir / "2" / "metrics.json").exists()
+    composed = trials[3]  # optimizer=foo: Hydra cannot compose it, so no job is launched for it
+    assert composed.state == TrialState.FAIL
+    reason = composed.user_attrs["fail_reason"]
+    assert reason.startswith("invalid config: ") and "optimizer/foo" in reason and "adam adamw rmsprop sgd" in reason
+    assert "run_dir" not in composed.user_attrs and not (sweep.dir / "3").exists()
+    assert re.search(r"Trial 3 \(4 of 4 finished\) FAIL: invalid config: .*optimizer/foo", sweep.output)
+
+
+@pytest.mark.slow
+@uses("all_fail")
+def test_too_many_failed_trials_stop_the_sweep_with_one_line(sweep):
+    assert sweep.result.returncode != 0
+    lines = sweep.result.stderr.strip().splitlines()  # after Optuna's own "A new study created" line
+    assert lines[-1].startswith("error: 2 trials failed") and "hydra.sweeper.max_failure_rate=0.5" in lines[-1]
+    assert "Traceback" not in sweep.output
+    assert [row["state"] for row in sweep.rows()] == ["FAIL", "FAIL"]
+    assert all("optimizer/" in row["fail_reason"] for row in sweep.rows())
+
+
+@pytest.mark.slow
+@uses("prune_median", "prune_asha_joblib")
+def test_pruned_trials_are_recorded_in_the_study_and_trials_csv(sweep):
+    trials = sweep.ok().trials()
+    assert len(trials) == 4
+    assert [trial.params["optimizer.lr"] for trial in trials] == [0.003, 0.003, 1e-06, 1e-06]  # as enqueued
+    assert [trial.state for trial in trials[2:]] == [TrialState.PRUNED] * 2
+    # The median pruner never prunes its 2 startup trials; ASHA may prune the worse of the two good
+    # ones when they run in parallel, but never both.
+    assert TrialState.COMPLETE in (trials[0].state, trials[1].state)
+    for trial in trials[2:]:
+        assert trial.user_attrs["fail_reason"].startswith("pruned after epoch")
+        assert max(trial.intermediate_values) < 2  # stopped before the third epoch
+    assert [row["state"] for row in sweep.rows()][2:] == ["PRUNED", "PRUNED"]
+    assert sorted(path.name for path in sweep.dir.iterdir() if path.name.isdigit()) == ["0", "1", "2", "3"]
+
+
+# --- budgets and warm starts ------------------------------------------------------------------
+@pytest.mark.slow
+@uses("random")
+def test_enqueued_and_warm_start_configurations_run_first(sweep, sweep_pool):
+    trials = sweep.ok().trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
+    assert trials[0].params["model.depth"] == 2 and trials[0].params["optimizer.lr"] == pytest.approx(0.005)
+    grid_best = sweep_pool["grid"].result().study().best_params
+    assert {name: trials[1].params[name] for name in grid_best} == grid_best
+
+
+@pytest.mark.slow
+@uses("timeout")
+def test_timeout_stops_the_sweep_after_the_running_batch(sweep):
+    assert len(sweep.ok().trials()) == 1
+    assert "Stopping: hydra.sweeper.timeout_s=0.5 reached with 4 trial(s) to go" in sweep.output
+    assert [row["state"] for row in sweep.rows()] == ["COMPLETE"]
+    assert (sweep.dir / "report.md").is_file()
+
+
+# --- bad inputs -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "sweep",
+    [pytest.param(f"bad_{name}", marks=[] if name.endswith("_foo") else [pytest.mark.slow]) for name in BAD_SWEEPS],
+    indirect=True,
+)  # the sweeper's own checks come after seconds of imports: slow; Hydra's come at once
+def test_bad_sweep_input_stops_before_any_trial_with_a_line_naming_the_key(sweep, request):
+    name = request.node.callspec.params["sweep"][len("bad_") :]
+    _, key = BAD_SWEEPS[name]
+    stderr = sweep.result.stderr
+    assert sweep.result.returncode != 0
+    assert "Traceback" not in sweep.output
+    assert any(key in line for line in stderr.splitlines()), stderr
+    assert "Launching" not in sweep.output
+    assert not sweep.dir.exists() or not any(sweep.dir.iterdir()), list(sweep.dir.iterdir())
+    if not name.endswith("_foo"):  # ours, not Hydra's composition error
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), stderr
+
+
+@pytest.mark.slow
+@uses("bad_grid_interval")
+def test_grid_refuses_an_interval_and_asks_for_choice_or_range(sweep):
+    assert "choice" in sweep.result.stderr and "range" in sweep.result.stderr
+
+
+@uses("bad_sampler_foo", "bad_pruner_foo")
+def test_unknown_sampler_or_pruner_lists_the_valid_ones(sweep, request):
+    samplers, pruners = ["tpe", "random", "grid", "cmaes", "nsgaii"], ["median", "asha", "hyperband", "none"]
+    valid = samplers if "sampler" in request.node.callspec.params["sweep"] else pruners
+    for option in valid:
+        assert re.search(rf"^\s*{option}\s*$", sweep.result.stderr, re.MULTILINE), sweep.result.stderr
+
+
+# --- unit tests of the sweeper's parts --------------------------------------------------------
+def test_assign_gpus_gives_each_parallel_trial_its_own_gpu():
+    assert assign_gpus(2, 2) == [0, 1]
+    assert assign_gpus(3, 4) == [0, 1, 2]
+    assert assign_gpus(5, 2) == [0, 1, 0, 1, 0]  # more trials than GPUs: round robin
+    assert assign_gpus(2, 1) == [None, None]  # one GPU or none: every trial uses the trainer's default
+    assert assign_gpus(3, 0) == [None, None, None]
+
+
+class FakeTrial:
+    def __init__(self, number: int) -> None:
+        self.number, self.user_attrs = number, {}
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.user_attrs[key] = value
+
+
+def test_trial_overrides_pin_the_gpu_and_the_derived_seed():
+    sweeper = TuningSweeper.__new__(TuningSweeper)
+    sweeper.study_name, sweeper.storage_url = STUDY, "sqlite:///x.db"
+    trial = FakeTrial(7)
+    overrides = sweeper._trial_overrides(trial, sweep_seed=3, gpu=1, derive=True)
+    assert "trainer.devices=[1]" in overrides and "trial.number=7" in overrides
+    assert f"seed={derive_seed(3, 7)}" in overrides and trial.user_attrs["trial_seed"] == derive_seed(3, 7)
+    overrides = sweeper._trial_overrides(FakeTrial(8), sweep_seed=3, gpu=None, derive=False)
+    assert not any(o.startswith(("trainer.devices=", "seed=")) for o in overrides)
+
+
+def test_derive_seed_is_reproducible_and_differs_per_trial_and_sweep():
+    seeds = [derive_seed(42, number) for number in range(1000)]
+    assert seeds == [derive_seed(42, number) for number in range(1000)]
+    assert len(set(seeds)) == 1000
+    assert all(0 <= seed < 2**31 for seed in seeds)
+    assert derive_seed(1, 5) != derive_seed(2, 5)
+
+
+@pytest.mark.parametrize(
+    "override, distribution, points",
+    [
+        ("x=range(1,5)", IntUniformDistribution(1, 4), [1, 2, 3, 4]),  # Hydra's range stops before 5
+        ("x=range(1,10,3)", IntUniformDistribution(1, 7, step=3), [1, 4, 7]),
+        ("x=range(1,7,2)", IntUniformDistribution(1, 5, step=2), [1, 3, 5]),
+        ("x=range(0,1,0.25)", DiscreteUniformDistribution(0, 0.75, 0.25), [0, 0.25, 0.5, 0.75]),
+        ("x=range(0.1,0.4,0.1)", DiscreteUniformDistribution(0.1, 0.3, 0.1), [0.1, 0.2, 0.3]),
+        ("x=choice(adam,sgd)", CategoricalDistribution(["adam", "sgd"]), ["adam", "sgd"]),
+        ("x=choice(1,2.5)", CategoricalDistribution([1, 2.5]), [1, 2.5]),
+    ],
+)
+def test_parse_search_space_and_grid_points(override, distribution, points):
+    distributions, fixed = parse_search_space([override, "y=3"])
+    assert fixed == {"y": "3"}
+    parsed = distributions["x"]
+    assert type(parsed) is type(distribution)
+    for attribute in ("low", "high", "step", "q", "choices"):
+        if hasattr(distribution, attribute):
+            assert getattr(parsed, attribute) == pytest.approx(getattr(distribution, attribute))
+    assert grid_choices("x", parsed) == pytest.approx(points)
+
+
+def test_parse_search_space_intervals():
+    distributions, _ = parse_search_space(["a=interval(0,0.5)", "b=tag(log,interval(1e-4,1e-1))"])
+    assert isinstance(distributions["a"], UniformDistribution)
+    assert (distributions["a"].low, distributions["a"].high) == (0, 0.5)
+    assert isinstance(distributions["b"], LogUniformDistribution)
+    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.params\.a .*choice.*range"):
+        grid_choices("a", distributions["a"])
+
+
+def job_return(status: JobStatus, value: Any) -> JobReturn:
+    return JobReturn(status=status, _return_value=value)
+
+
+@pytest.mark.parametrize(
+    "ret, n_objectives, state, values, reason",
+    [
+        (job_return(JobStatus.COMPLETED, 0.9), 1, TrialState.COMPLETE, [0.9], ""),
+        (job_return(JobStatus.COMPLETED, [0.9, 1000]), 2, TrialState.COMPLETE, [0.9, 1000.0], ""),
+        (job_return(JobStatus.FAILED, optuna.TrialPruned("pruned after epoch 1")), 1, TrialState.PRUNED, None,
+         "pruned after epoch 1"),
+        (job_return(JobStatus.FAILED, TrainingDiverged("loss is nan")), 1, TrialState.FAIL, None,
+         "diverged: loss is nan"),
+        (job_return(JobStatus.FAILED, ConfigError("model.depth: too deep")), 1, TrialState.FAIL, None,
+         "invalid config: model.depth: too deep"),
+        (job_return(JobStatus.FAILED, RuntimeError("CUDA out of memory\nmore")), 1, TrialState.FAIL, None,
+         "RuntimeError: CUDA out of memory"),
+        (job_return(JobStatus.COMPLETED, float("nan")), 1, TrialState.FAIL, None, "returned a non-finite value: [nan]"),
+        (job_return(JobStatus.COMPLETED, 0.9), 2, TrialState.FAIL, None, "returned 1 values for 2 objectives"),
+    ],
+)  # fmt: skip
+def test_trial_outcome(ret, n_objectives, state, values, reason):
+    assert trial_outcome(ret, n_objectives) == (state, values, reason)
+
+
+def test_composition_error_is_one_line_with_the_valid_options():
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    missing = MissingConfigException(
+        "In 'train': Could not find 'optimizer/foo'\n\nAvailable options in 'optimizer':\n\tadam\n\tsgd\n"
+        "Config search path:\n\tprovider=hydra, path=pkg://hydra.conf"
+    )
+    shown = "In 'train': Could not find 'optimizer/foo' Available options in 'optimizer': adam sgd"
+    assert composition_error(missing) == shown
+    try:
+        raise ConfigCompositionException("Error merging override model.depth=abc") from ValueError(
+            "Value 'abc' of type 'str' could not be converted to Integer\n    full_key: model.depth"
+        )
+    except ConfigCompositionException as error:
+        assert composition_error(error) == (
+            "Error merging override model.depth=abc: Value 'abc' of type 'str' could not be converted to Integer"
+        )
+
+
+def test_warm_start_without_best_yaml_names_the_key(tmp_path):
+    sweeper = TuningSweeper.__new__(TuningSweeper)
+    sweeper.enqueue_trials, sweeper.warm_start = [{"optimizer.lr": 0.01}], str(tmp_path)
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.warm_start=.*no best\.yaml there"):
+        sweeper._warm_start_params(["optimizer.lr"])
+    (tmp_path / "best.yaml").write_text("optimizer:\n  lr: 0.003\nmodel:\n  depth: 2\n")
+    first = sweeper._warm_start_params(["optimizer.lr", "model.depth", "model.width"])
+    assert first == [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.003, "model.depth": 2}]
+
+
+def test_sweep_id_ignores_budget_and_launcher_but_not_the_search():
+    task = ["hparams_search=tpe", "optimizer.lr=interval(0.001,0.1)", "seed=1"]
+    same = sweep_id(task, [])
+    assert sweep_id(list(reversed(task)), []) == same
+    budget_and_place = [
+        "hydra.sweeper.n_trials=50", "hydra.sweeper.timeout_s=60", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", "hydra.sweep.dir=/tmp/x", "hydra.verbose=true",
+    ]  # fmt: skip
+    assert sweep_id([*task, "launcher=slurm"], budget_and_place) == same
+    assert sweep_id([*task[:2], "seed=2"], []) != same
+    assert sweep_id(task, ["hydra/sweeper/pruner=median"]) != same
+    assert sweep_id([*task, "model=mlp"], []) != same
+
+
+def test_the_same_command_finds_the_same_sweep_directory():
+    def sweep_dir(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "train.py", "hparams_search=tpe", *args, "--cfg", "hydra", "-p", "hydra.sweep.dir"],
+            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    first = sweep_dir("seed=3")
+    assert re.fullmatch(r"multirun/tpe-[0-9a-f]{8}", first), first
+    assert sweep_dir("seed=3", "hydra.sweeper.n_trials=5") == first
+    assert sweep_dir("seed=4") != first
