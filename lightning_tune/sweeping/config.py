@@ -23,7 +23,7 @@ class MedianPrunerConf(PrunerConf):
 
     _target_: str = "optuna.pruners.MedianPruner"
     n_startup_trials: int = 5  # trials that always finish, to build the median
-    n_warmup_steps: int = 1  # epochs of each trial that are never pruned
+    n_warmup_steps: int = 0  # epochs reported before a trial may be pruned (Optuna's default)
     interval_steps: int = 1
 
 
