@@ -349,7 +349,7 @@ class TuningSweeper(OptunaSweeperImpl):
             extra.append(f"trainer.devices=[{gpu}]")
         return extra
 
-    def _record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, duration: float, n_obj: int) -> TrialState:
+    def _record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, duration: float, n_obj: int) -> None:
         state, values, reason = trial_outcome(ret, n_obj)
         trial.set_user_attr("duration_s", round(duration, 3))
         if ret.hydra_cfg is not None:
@@ -361,7 +361,6 @@ class TuningSweeper(OptunaSweeperImpl):
         except RuntimeError as error:  # the grid sampler stops the study when the grid is done
             if "Study.stop" not in str(error):
                 raise
-        return state
 
     def _log_progress(self, study: optuna.Study, trial: optuna.Trial, n_trials: int, duration: float) -> None:
         frozen = study._storage.get_trial(trial._trial_id)
