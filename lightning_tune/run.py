@@ -27,6 +27,7 @@ from lightning_tune.metrics import OptimizedMetric, objective_names
 from lightning_tune.module import ClassificationModule
 from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization
+from lightning_tune.requeue import cluster_plugins, requeue_callbacks, resume_checkpoint
 from lightning_tune.reporting import collect_results, format_table, log_hparams, write_metrics
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) ->
         from lightning_tune.sweeping.trial import trial_callbacks
 
         callbacks += trial_callbacks(cfg.trial, metric.name)
+    callbacks += requeue_callbacks(output_dir)
     callbacks += [
         ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
@@ -105,6 +107,9 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) ->
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     # torch's SyncBatchNorm is GPU-only: on CPU, trainer=ddp's processes keep their own batch statistics.
     sync_batchnorm = bool(cfg.trainer.get("sync_batchnorm")) and not on_cpu
+    extra = {}
+    if (plugins := cluster_plugins()) and "plugins" not in cfg.trainer:  # a user's own plugins stay
+        extra["plugins"] = plugins
     return build(
         cfg.trainer,
         "trainer",
@@ -112,6 +117,7 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) ->
         logger=logger,
         default_root_dir=str(output_dir),
         sync_batchnorm=sync_batchnorm,
+        **extra,
     )
 
 
@@ -169,7 +175,10 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
         if finder is not None and finder.suggestion() is None:
             raise ConfigError("lr_find=true found no learning rate suggestion; set optimizer.lr and lr_find=false")
 
-    trainer.fit(module, datamodule=datamodule)
+    resume_from = resume_checkpoint(output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if resume_from is not None:
+        resume_from.unlink(missing_ok=True)  # the trial is past it; best.ckpt holds what is kept
     checkpoint = trainer.checkpoint_callback.best_model_path or None
     stage_outputs = {
         "val": trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0],

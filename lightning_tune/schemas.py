@@ -7,7 +7,7 @@ This module must stay free of torch: Hydra imports it while discovering plugins.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -161,6 +161,29 @@ class LinearSchema(Target):
     pass
 
 
+# --- launcher: the keys users set as launcher.<name>, passed on to hydra.launcher --------------------
+@dataclass
+class JoblibLauncherSchema:
+    n_jobs: int = MISSING
+
+
+@dataclass
+class SlurmLauncherSchema:
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    timeout_min: int = MISSING
+    gpus_per_task: Optional[int] = None
+    cpus_per_task: Optional[int] = None
+    mem_gb: Optional[int] = None
+    tasks_per_node: int = MISSING
+    array_parallelism: int = MISSING
+    setup: List[str] = field(default_factory=list)
+    additional_parameters: Dict[str, Any] = field(default_factory=dict)
+    signal_delay_s: int = MISSING
+    max_num_timeout: int = MISSING
+
+
 SCHEMAS = {
     "optimizer": {"adam": AdamSchema, "sgd": SGDSchema, "rmsprop": RMSpropSchema},
     "scheduler": {
@@ -173,14 +196,18 @@ SCHEMAS = {
     "regularization": {"regularization": RegularizationSchema},
     "data": {"array": DataSchema, "synthetic": SyntheticDataSchema, "vision": VisionDataSchema},
     "model": {"cnn": CNNSchema, "resnet": ResNetSchema, "mlp": MLPSchema, "linear": LinearSchema},
+    "launcher": {"joblib": JoblibLauncherSchema, "slurm": SlurmLauncherSchema},
 }
 
 
 def register_schemas() -> None:
-    """Store every schema as `schema/<group>/<name>`, and the sweeper's configs under `hydra/sweeper`."""
+    """Store every schema as `schema/<group>/<name>`, the sweeper's configs under `hydra/sweeper` and
+    the SLURM launcher's under `hydra/launcher`."""
+    from lightning_tune.slurm import register_launcher_config
     from lightning_tune.sweeping.config import register_sweeper_configs
 
     register_sweeper_configs()
+    register_launcher_config()
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():

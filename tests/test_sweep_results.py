@@ -104,7 +104,7 @@ def test_trials_csv_has_one_row_per_reported_trial(single: tuple[optuna.Study, P
     write_progress(study, sweep)
     rows = read_csv(sweep / "trials.csv")
     assert list(rows[0]) == ["number", "state", "value", "optimizer.lr", "optimizer", "model.width",
-                             "trial_seed", "duration_s", "run_dir", "fail_reason", "job_id"]
+                             "trial_seed", "duration_s", "run_dir", "fail_reason", "job_id", "log"]
     assert [(r["number"], r["state"]) for r in rows] == [
         ("0", "COMPLETE"), ("1", "COMPLETE"), ("2", "COMPLETE"), ("3", "PRUNED"), ("4", "FAIL"), ("5", "COMPLETE"),
         ("6", "RUNNING"),  # the WAITING trial 7 has not started: not a row

@@ -1,15 +1,19 @@
-"""lightning-tune's Hydra plugins: its config groups on every app's search path, and its sweeper.
+"""lightning-tune's Hydra plugins: its config groups on every app's search path, its sweeper and its
+SLURM launcher.
 
-Hydra imports this module whenever it starts, so it imports nothing heavy; the sweeper's
-implementation (optuna, torch) is imported only when a sweep begins.
+Hydra imports this module whenever it starts, so it imports nothing heavy; the implementations
+(optuna, torch, submitit) are imported only when a sweep or a job begins.
 """
 
 import sys
-from typing import Any, List
+from pathlib import Path
+from typing import Any, List, Sequence
 
 from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.utils import JobReturn
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig
 
 from lightning_tune.errors import ConfigError
@@ -39,3 +43,33 @@ class LightningTuneSweeper(Sweeper):
             self.sweeper.sweep(arguments)
         except ConfigError as error:  # a bad search space, storage or budget: one line, no traceback
             sys.exit(f"error: {error}")
+
+
+class LightningTuneSlurmLauncher(SlurmLauncher):
+    """`launcher=slurm`: hydra-submitit-launcher's SLURM launcher, with its resources checked before the
+    sweep starts, each job's failure its own trial's, and requeue that resumes from a checkpoint
+    (`lightning_tune.slurm` and `lightning_tune.requeue`)."""
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        from lightning_tune.slurm import check_submission
+
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        try:
+            check_submission(self.params)
+        except ConfigError as error:  # before the sweeper has written anything
+            sys.exit(f"error: {error}")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from lightning_tune.slurm import launch_array
+
+        assert self.config is not None
+        try:
+            return launch_array(self, job_overrides, initial_job_idx, Path(str(self.config.hydra.sweep.dir)))
+        except ConfigError as error:  # sbatch refused the array
+            sys.exit(f"error: {error}")
+
+    def __call__(self, *args: Any) -> JobReturn:  # in the SLURM job, and again in each requeued run
+        from lightning_tune.requeue import requeue_on_signal
+
+        with requeue_on_signal():
+            return super().__call__(*args)

@@ -109,7 +109,7 @@ def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["number", "state", *value_columns, *params, "trial_seed", "duration_s", "run_dir", "fail_reason", "job_id"]
+        ["number", "state", *value_columns, *params, "trial_seed", "duration_s", "run_dir", "fail_reason", "job_id", "log"]
     )
     for trial in trials:
         row = [
@@ -122,6 +122,7 @@ def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
             trial.user_attrs.get("run_dir"),
             fail_reason(trial),
             trial.user_attrs.get("job_id"),
+            trial.user_attrs.get("log"),
         ]
         writer.writerow(["" if cell is None else cell for cell in row])
     return buffer.getvalue()

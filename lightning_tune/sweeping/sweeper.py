@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import objective_direction, objective_names
+from lightning_tune.slurm import SlurmJobReturn
 from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.trial import PRUNER_ATTR, derive_seed, open_storage
 
@@ -104,6 +105,15 @@ def composition_error(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def launcher_parallelism(launcher: DictConfig) -> int:
+    """Trials the launcher runs at once: joblib's n_jobs (-1 every core, -2 all but one), a SLURM
+    array's parallelism, or 1."""
+    if "array_parallelism" in launcher:
+        return max(1, int(launcher.array_parallelism))
+    n_jobs = launcher.get("n_jobs") or 1
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+
+
 def assign_gpus(batch_size: int, gpu_count: int) -> list[Optional[int]]:
     """GPU index of each parallel trial in a batch: one GPU each, round robin; None without GPUs."""
     if gpu_count < 2:
@@ -151,9 +161,9 @@ class TuningSweeper(OptunaSweeperImpl):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.pruner_cfg = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
         self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
-        launcher_jobs = config.hydra.launcher.get("n_jobs") or 1  # joblib: -1 is every core, -2 all but one
-        launcher_jobs = launcher_jobs if launcher_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + launcher_jobs)
-        self.batch_size = max(self.n_jobs, launcher_jobs)
+        self.batch_size = max(self.n_jobs, launcher_parallelism(config.hydra.launcher))
+        # a SLURM job sees only its own GPUs: the sweeper assigns GPUs to trials on this machine only
+        self.assigns_gpus = "array_parallelism" not in config.hydra.launcher
 
     # --- building the study ------------------------------------------------------------------
     def _directions(self, objectives: list[str]) -> list[str]:
@@ -261,7 +271,7 @@ class TuningSweeper(OptunaSweeperImpl):
 
         import torch  # only to count GPUs for parallel trials
 
-        gpus = torch.cuda.device_count() if self.batch_size > 1 else 0
+        gpus = torch.cuda.device_count() if self.batch_size > 1 and self.assigns_gpus else 0
         log.info(
             "Study %r in %s: %s %s, sampler %s, pruner %s, %d trial(s) to finish",
             study.study_name, self.storage_url, directions, objectives, type(sampler).__name__,
@@ -354,6 +364,9 @@ class TuningSweeper(OptunaSweeperImpl):
         trial.set_user_attr("duration_s", round(duration, 3))
         if ret.hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(Path(ret.hydra_cfg.hydra.runtime.output_dir).absolute()))
+        if isinstance(ret, SlurmJobReturn):
+            trial.set_user_attr("job_id", ret.job_id)
+            trial.set_user_attr("log", ret.log)
         if reason:
             trial.set_user_attr("fail_reason", reason)
         try:

@@ -1,0 +1,143 @@
+"""SLURM submission: each trial a task of a job array, checked with `sbatch --test-only` before the
+sweep writes anything, and each job's end (a Python failure inside it, or SLURM ending it) made
+that trial's result, with its job id and log.
+
+Imported while Hydra discovers plugins (for the launcher's config), so submitit is imported lazily.
+The side inside each job, requeue on preemption, is `lightning_tune.requeue`.
+"""
+
+import logging
+import subprocess
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
+from omegaconf import OmegaConf
+
+from lightning_tune.errors import ConfigError
+
+if TYPE_CHECKING:
+    import submitit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuningSlurmLauncherConf(SlurmQueueConf):
+    """hydra-submitit-launcher's SLURM settings; `launcher=slurm` sets them from `launcher.*`."""
+
+    _target_: str = "hydra_plugins.lightning_tune.LightningTuneSlurmLauncher"
+
+
+def register_launcher_config() -> None:
+    store = ConfigStore.instance()
+    store.store(group="hydra/launcher", name="lightning_tune_slurm", node=TuningSlurmLauncherConf, provider="lightning-tune")
+
+
+@dataclass
+class SlurmJobReturn(JobReturn):
+    """A trial's `JobReturn`, and where to find its SLURM job."""
+
+    job_id: str = ""
+    log: str = ""  # the job's stdout; stderr is beside it, ending in .err
+
+
+class SlurmJobFailed(Exception):
+    """The job ended without a result: cancelled, out of time or memory, its node failed, or its Python
+    did not start."""
+
+
+def make_executor(params: dict[str, Any]) -> "submitit.AutoExecutor":
+    """The executor hydra-submitit-launcher builds from `hydra.launcher`: same names, same sbatch script."""
+    import submitit
+
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=params["submitit_folder"], slurm_max_num_timeout=params["max_num_timeout"]
+    )
+    generic = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{
+            name if name in generic else f"slurm_{name}": value
+            for name, value in params.items()
+            if name not in ("submitit_folder", "max_num_timeout")
+        }
+    )
+    return executor
+
+
+def one_line(text: str) -> str:
+    """sbatch's error lines as one: `invalid partition specified: gpu; Invalid partition name specified`."""
+    lines = [line.strip().removeprefix("sbatch: error: ").removeprefix("sbatch: ") for line in text.splitlines()]
+    return "; ".join(line for line in lines if line) or "no message"
+
+
+RESOURCES = ("partition", "account", "qos", "timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb", "tasks_per_node")
+
+
+def check_submission(params: dict[str, Any]) -> None:
+    """`sbatch --test-only` with the trials' script: an unknown partition, account or impossible resources
+    fail here, in SLURM's words, before the sweep creates its directory or study."""
+    with tempfile.TemporaryDirectory(prefix="lightning-tune-sbatch-") as folder:
+        try:
+            executor = make_executor({**params, "submitit_folder": folder})
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"launcher: {error}".splitlines()[0]) from None
+        script = Path(folder) / "check.sh"
+        script.write_text(executor._executor._make_submission_file_text("true", "check"))
+        try:
+            result = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise ConfigError("launcher=slurm needs sbatch on PATH: run the sweep where SLURM jobs are submitted") from None
+    if result.returncode != 0:
+        asked = ", ".join(f"launcher.{name}={params[name]}" for name in RESOURCES if params.get(name) is not None)
+        raise ConfigError(f"SLURM refuses a trial's job with {asked}: {one_line(result.stderr)}")
+
+
+def failure_reason(job: "submitit.Job", error: Exception) -> str:
+    """Why a job left no result, with SLURM's state (`CANCELLED by 0`, `TIMEOUT`, `OUT_OF_MEMORY`)."""
+    from submitit.core.utils import FailedJobError
+
+    if isinstance(error, FailedJobError):  # Python failed outside our task: its last traceback line says why
+        lines = [line for line in str(error).splitlines() if line.strip() and not line.startswith(("-", " "))]
+        return f"SLURM job {job.job_id} failed: {lines[-1] if lines else type(error).__name__}"
+    return f"SLURM job {job.job_id} ended without a result (state {job.state})"
+
+
+def job_return(job: "submitit.Job", overrides: Sequence[str]) -> SlurmJobReturn:
+    """The trial's return from its job; a job that SLURM ended fails this trial, not the sweep."""
+    try:
+        ret: JobReturn = job.results()[0]
+    except Exception as error:  # noqa: BLE001 - submitit's errors for a job without a result
+        ret = JobReturn(
+            overrides=list(overrides), status=JobStatus.FAILED, _return_value=SlurmJobFailed(failure_reason(job, error))
+        )
+    copied = {field.name: getattr(ret, field.name) for field in fields(JobReturn)}
+    return SlurmJobReturn(**copied, job_id=str(job.job_id), log=str(job.paths.stdout))
+
+
+def launch_array(
+    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, sweep_dir: Path
+) -> list[SlurmJobReturn]:
+    """hydra-submitit-launcher's `launch`, except that each job's end is its own trial's result."""
+    from submitit.core.utils import FailedJobError
+
+    executor = make_executor(launcher.params)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    arguments = []
+    for number, overrides in enumerate(job_overrides, start=initial_job_idx):
+        log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+        arguments.append((list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", Singleton.get_state()))
+    try:
+        jobs = executor.map_array(launcher, *zip(*arguments))
+    except (subprocess.CalledProcessError, FailedJobError) as error:
+        output = getattr(error, "stderr", None) or getattr(error, "output", None) or str(error)
+        output = output.decode() if isinstance(output, bytes) else output
+        raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
+    log.info("SLURM job array %s: logs in %s", jobs[0].job_id.split("_")[0], Path(jobs[0].paths.stdout).parent.parent)
+    return [job_return(job, overrides) for job, overrides in zip(jobs, job_overrides)]
+
