@@ -7,6 +7,7 @@ The side inside each job, requeue on preemption, is `lightning_tune.requeue`.
 """
 
 import logging
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, fields
@@ -82,17 +83,16 @@ RESOURCES = ("partition", "account", "qos", "timeout_min", "gpus_per_task", "cpu
 def check_submission(params: dict[str, Any]) -> None:
     """`sbatch --test-only` with the trials' script: an unknown partition, account or impossible resources
     fail here, in SLURM's words, before the sweep creates its directory or study."""
+    if shutil.which("sbatch") is None:
+        raise ConfigError("launcher=slurm needs sbatch on PATH: run the sweep where SLURM jobs are submitted")
     with tempfile.TemporaryDirectory(prefix="lightning-tune-sbatch-") as folder:
         try:
             executor = make_executor({**params, "submitit_folder": folder})
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, NameError) as error:  # submitit's checks of names and types
             raise ConfigError(f"launcher: {error}".splitlines()[0]) from None
         script = Path(folder) / "check.sh"
         script.write_text(executor._executor._make_submission_file_text("true", "check"))
-        try:
-            result = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
-        except FileNotFoundError:
-            raise ConfigError("launcher=slurm needs sbatch on PATH: run the sweep where SLURM jobs are submitted") from None
+        result = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         asked = ", ".join(f"launcher.{name}={params[name]}" for name in RESOURCES if params.get(name) is not None)
         raise ConfigError(f"SLURM refuses a trial's job with {asked}: {one_line(result.stderr)}")

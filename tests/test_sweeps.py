@@ -45,16 +45,14 @@ from lightning_tune.sweeping.sweeper import (
     trial_outcome,
 )
 from lightning_tune.sweeping.trial import derive_seed
+from sweeping import ENV, ONLY_LR, PRUNING, STUDY, TINY, Sweep, command, enqueue, run_sweep
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-STUDY = "lightning-tune"  # the presets' hydra.sweeper.study_name
 SEED = 42  # conf/train.yaml's seed: the sweep seed of every sweep here
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# Trials of a second or two: real digits, one short epoch, no logger files.
-TINY = ["trainer=cpu", "logger=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=5"]
 # hparams_search=grid cut to 4 points: depth x lr, every other param of the preset pinned.
 GRID = [
     "hparams_search=grid",
@@ -65,27 +63,6 @@ GRID = [
     "regularization.dropout=0.0",
 ]
 GRID_POINTS = {(depth, lr) for depth in (1, 2) for lr in (0.001, 0.01)}
-# Every param of the random/tpe/cmaes presets pinned but optimizer.lr, which the command line sweeps.
-ONLY_LR = [
-    "model=mlp",
-    "model.depth=1",
-    "model.width=32",
-    "optimizer=adam",
-    "scheduler=none",
-    "regularization.l2=0.0",
-    "regularization.dropout=0.0",
-    "data.batch_size=64",
-    "optimizer.lr=choice(0.003,1e-06)",  # 1e-6 stays at chance level: a trial to prune
-]
-
-
-def enqueue(*trials: dict[str, str]) -> str:
-    """`hydra.sweeper.enqueue_trials=[{optimizer.lr:0.01,...},...]`: these trials run first, in this order."""
-    return "hydra.sweeper.enqueue_trials=[" + ",".join(
-        "{" + ",".join(f"{name}:{value}" for name, value in trial.items()) + "}" for trial in trials
-    ) + "]"
-
-
 # Four trials, as enqueued: one that trains, one whose loss is NaN at once, one whose config fails when it
 # is built (dropout 1.5), one whose config does not even compose (no optimizer `foo`).
 FAILURES = [
@@ -102,59 +79,10 @@ FAILURES = [
     "hydra.sweeper.n_trials=4",
     "hydra.sweeper.max_failure_rate=0.75",  # 3 of 4 fail on purpose
 ]
-# Two good trials first, then two bad ones: with 2 startup trials the bad ones are pruned at epoch 1.
-GOOD_THEN_BAD = enqueue(*({"optimizer.lr": lr} for lr in ("0.003", "0.003", "1e-06", "1e-06")))
-PRUNING = ["hparams_search=random", *ONLY_LR, GOOD_THEN_BAD, "trainer.max_epochs=3", "hydra.sweeper.n_trials=4"]
-
-# Sweeps share the two cores: one torch thread each keeps them from fighting over them.
-ENV = {
-    **{key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"},
-    "OMP_NUM_THREADS": "1",
-}
 PROGRESS = re.compile(  # trial, finished, n_trials, state, value or reason, seconds, best value, best trial
     r"Trial (\d+) \((\d+) of (\d+) finished\) (COMPLETE|PRUNED|FAIL): (.*) in ([\d.]+) s"
     r"(?:; best ([\d.]+) \(trial (\d+)\))?"
 )
-
-
-# --- running sweeps ---------------------------------------------------------------------------
-@dataclass
-class Sweep:
-    """One `python train.py -m ...` run: its sweep directory and what it printed."""
-
-    dir: Path
-    result: subprocess.CompletedProcess
-
-    @property
-    def output(self) -> str:
-        return self.result.stdout + self.result.stderr
-
-    def study(self) -> optuna.Study:
-        return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{self.dir / 'optuna.db'}")
-
-    def trials(self, *states: TrialState) -> list[FrozenTrial]:
-        trials = sorted(self.study().get_trials(deepcopy=False), key=lambda trial: trial.number)
-        return [trial for trial in trials if not states or trial.state in states]
-
-    def rows(self) -> list[dict[str, str]]:
-        with open(self.dir / "trials.csv", newline="") as file:
-            return list(csv.DictReader(file))
-
-    def ok(self) -> "Sweep":
-        assert self.result.returncode == 0, self.output[-3000:]
-        assert "Traceback" not in self.output, self.output[-3000:]
-        return self
-
-
-def command(sweep_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
-
-
-def run_sweep(sweep_dir: Path, *args: str) -> Sweep:
-    result = subprocess.run(
-        command(sweep_dir, *args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
-    )
-    return Sweep(sweep_dir, result)
 
 
 def kill_during_trial(sweep_dir: Path, args: list[str], trial: int) -> str:

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import objective_direction, objective_names
-from lightning_tune.slurm import SlurmJobReturn
+from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
 from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.trial import PRUNER_ATTR, derive_seed, open_storage
 
@@ -131,6 +131,8 @@ def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Option
             return TrialState.FAIL, None, f"diverged: {error}"
         if isinstance(error, ConfigError):
             return TrialState.FAIL, None, f"invalid config: {error}"
+        if isinstance(error, SlurmJobFailed):
+            return TrialState.FAIL, None, str(error)  # it names the job and SLURM's state
         return TrialState.FAIL, None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     raw = ret.return_value
     values = [float(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw])]
