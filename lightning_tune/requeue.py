@@ -12,6 +12,7 @@ it saves where a requeued Hydra run, with a new directory, would not look.
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import SLURMEnvironment
+
+from lightning_tune.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,18 @@ def resume_checkpoint(output_dir: Path) -> Optional[Path]:
     return path if armed() and path.is_file() else None
 
 
-def cluster_plugins() -> list[Any]:
-    """Lightning's SLURM environment (ranks from srun) without its own requeue, which ours replaces."""
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+def cluster_plugins(devices: Any) -> list[Any]:
+    """Lightning's SLURM environment (ranks from srun) without its own requeue, which ours replaces.
+
+    Lightning runs one process per SLURM task there, so `trainer.devices` must match the tasks.
+    """
+    if not SLURMEnvironment.detect():
+        return []
+    tasks = os.environ.get("SLURM_NTASKS_PER_NODE")
+    count = None if isinstance(devices, str) else len(devices) if isinstance(devices, Sequence) else devices
+    if tasks is not None and isinstance(count, int) and count > 0 and count != int(tasks):  # not "auto" or -1
+        raise ConfigError(
+            f"trainer.devices={devices} wants {count} processes, but this SLURM job runs {tasks} task(s) per node: "
+            f"set launcher.tasks_per_node={count} (one task per device)"
+        )
+    return [SLURMEnvironment(auto_requeue=False)]

@@ -108,7 +108,8 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) ->
     # torch's SyncBatchNorm is GPU-only: on CPU, trainer=ddp's processes keep their own batch statistics.
     sync_batchnorm = bool(cfg.trainer.get("sync_batchnorm")) and not on_cpu
     extra = {}
-    if (plugins := cluster_plugins()) and "plugins" not in cfg.trainer:  # a user's own plugins stay
+    plugins = cluster_plugins(cfg.trainer.get("devices"))
+    if plugins and "plugins" not in cfg.trainer:  # a user's own plugins stay
         extra["plugins"] = plugins
     return build(
         cfg.trainer,

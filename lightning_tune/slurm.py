@@ -139,5 +139,11 @@ def launch_array(
         output = output.decode() if isinstance(output, bytes) else output
         raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
     log.info("SLURM job array %s: logs in %s", jobs[0].job_id.split("_")[0], Path(jobs[0].paths.stdout).parent.parent)
-    return [job_return(job, overrides) for job, overrides in zip(jobs, job_overrides)]
+    try:
+        return [job_return(job, overrides) for job, overrides in zip(jobs, job_overrides)]
+    except KeyboardInterrupt:  # Ctrl-C on the sweep: its jobs go too; the same command resumes the study
+        for job in jobs:
+            job.cancel(check=False)
+        log.warning("Interrupted: cancelled SLURM jobs %s", " ".join(job.job_id for job in jobs))
+        raise
 

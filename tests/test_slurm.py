@@ -207,11 +207,24 @@ def test_outside_a_slurm_trial_a_left_checkpoint_is_not_resumed(make_cfg, tmp_pa
 
 
 def test_lightning_keeps_slurm_ranks_but_does_not_requeue_by_itself(monkeypatch):
-    assert cluster_plugins() == [] or SLURMEnvironment.detect()
-    monkeypatch.setenv("SLURM_NTASKS", "1")
+    for name in [name for name in os.environ if name.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    assert cluster_plugins(1) == []  # not in a SLURM job
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
-    (environment,) = cluster_plugins()
-    assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
+    for devices in (2, OmegaConf.create([0, 1]), "auto", -1):
+        (environment,) = cluster_plugins(devices)
+        assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
+
+
+def test_devices_that_do_not_match_the_slurm_tasks_are_one_line_naming_the_fix(monkeypatch):
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    with pytest.raises(ConfigError, match=r"^trainer.devices=2 wants 2 processes, but this SLURM job runs 1 task\(s\) "
+                                          r"per node: set launcher.tasks_per_node=2 \(one task per device\)$"):  # fmt: skip
+        cluster_plugins(2)
 
 
 # --- on the real cluster ------------------------------------------------------------------------------
@@ -251,7 +264,7 @@ def results_files(sweep_dir: Path) -> set[str]:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_tpe_sweep_on_slurm_leaves_what_a_local_one_does_with_the_same_values(partition, tmp_path):
-    args = ["hparams_search=tpe", *TINY, "hydra.sweeper.n_trials=3"]
+    args = ["hparams_search=tpe", *TINY, "logger=csv", "trainer.precision=bf16-mixed", "hydra.sweeper.n_trials=3"]
     with ThreadPoolExecutor(2) as pool:
         slurm, local = pool.map(lambda run: run_sweep(tmp_path / run[0], *run[1]),
                                 [("slurm", on_slurm(partition, *args)), ("local", args)])  # fmt: skip
@@ -267,7 +280,8 @@ def test_a_tpe_sweep_on_slurm_leaves_what_a_local_one_does_with_the_same_values(
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3
     for row in rows:
         assert re.fullmatch(r"\d+(_\d+)?", row["job_id"]), row
-        assert Path(row["log"]).is_file() and Path(row["log"]).with_suffix(".err").is_file()
+        job_log = Path(row["log"]).read_text() + Path(row["log"]).with_suffix(".err").read_text()
+        assert "Using bfloat16 Automatic Mixed Precision" in job_log  # the precision went with the config
     assert re.fullmatch(r"\d+_0", rows[0]["job_id"])  # the first two trials: one job array
     assert rows[0]["job_id"].split("_")[0] == rows[1]["job_id"].split("_")[0]
     assert "SLURM job array" in slurm.output
@@ -303,10 +317,12 @@ def test_pruning_works_across_slurm_jobs(partition, tmp_path):
     assert len({row["job_id"] for row in sweep.rows()}) == 4
 
 
-def wait_for(condition: Any, what: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> Any:
+def wait_for(
+    condition: Any, what: str, log: Path, process: Optional[subprocess.Popen] = None, timeout: float = 120
+) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := condition()):
-        assert process.poll() is None, f"the sweep ended before {what}:\n{log.read_text()[-3000:]}"
+        assert process is None or process.poll() is None, f"the sweep ended before {what}:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"no {what} in {timeout} s:\n{log.read_text()[-3000:]}"
         time.sleep(0.25)
     return value
@@ -316,18 +332,21 @@ def job_state(job_id: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True).stdout
 
 
+LONG_TRIAL = ["hparams_search=random", "trainer=cpu", "logger=csv", "trainer.max_epochs=6",
+              "+trainer.limit_train_batches=30", "data.batch_size=16", "hydra.sweeper.n_trials=1"]  # fmt: skip
+
+
 def one_long_trial(partition: str, sweep_dir: Path, *args: str) -> tuple[subprocess.Popen, Path, str]:
     """Start a one-trial sweep of 6 epochs of 30 batches in the background; once its first epoch is done,
     return the process, its log and the trial's SLURM job id."""
     log = sweep_dir.with_suffix(".log")
-    args = on_slurm(partition, "hparams_search=random", "trainer=cpu", "logger=csv", "trainer.max_epochs=6",
-                    "+trainer.limit_train_batches=30", "data.batch_size=16", "hydra.sweeper.n_trials=1", *args)  # fmt: skip
+    args = on_slurm(partition, *LONG_TRIAL, *args)
     with open(log, "w") as output:
         process = subprocess.Popen(command(sweep_dir, *args), cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
     try:
-        job_id = wait_for(lambda: re.search(r"SLURM job array (\d+)", log.read_text()), "submission", process, log)[1]
+        job_id = wait_for(lambda: re.search(r"SLURM job array (\d+)", log.read_text()), "submission", log, process)[1]
         best = sweep_dir / "0" / "checkpoints" / "best.ckpt"  # written after the first epoch
-        wait_for(best.is_file, "first epoch", process, log)
+        wait_for(best.is_file, "first epoch", log, process)
     except BaseException:
         process.kill()
         raise
@@ -357,13 +376,30 @@ def test_a_trial_whose_job_slurm_cancels_fails_with_the_jobs_state(partition, tm
 
 @pytest.mark.slurm
 @pytest.mark.slow
+def test_ctrl_c_cancels_the_jobs_and_the_same_command_resumes_the_sweep(partition, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    process, log, job_id = one_long_trial(partition, sweep_dir)
+    process.send_signal(signal.SIGINT)
+    interrupted = finished(process, log, sweep_dir)
+    assert interrupted.result.returncode != 0 and f"cancelled SLURM jobs {job_id}" in interrupted.output
+    wait_for(lambda: not job_state(job_id), "cancellation", log, timeout=60)
+
+    resumed = run_sweep(sweep_dir, *on_slurm(partition, *LONG_TRIAL)).ok()
+    first, retried = resumed.trials()
+    assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
+    assert retried.state == TrialState.COMPLETE and retried.params == first.params  # the same configuration again
+    assert [row["state"] for row in resumed.rows()] == ["FAIL", "COMPLETE"]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_a_preempted_trial_is_requeued_and_resumes_from_its_checkpoint(partition, tmp_path):
     sweep_dir = tmp_path / "sweep"
     process, log, job_id = one_long_trial(partition, sweep_dir)
     try:
         subprocess.run(["scancel", "--signal=USR1", job_id], check=True)
         # SLURM holds a requeued job for CredExpire (120 s) before it may start again: release it now
-        wait_for(lambda: "BeginTime" in job_state(job_id), "requeue", process, log)
+        wait_for(lambda: "BeginTime" in job_state(job_id), "requeue", log, process)
         subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
     finally:
         sweep = finished(process, log, sweep_dir)
