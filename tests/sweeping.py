@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import optuna
 from conftest import ROOT
@@ -79,8 +80,8 @@ def command(sweep_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
 
 
-def run_sweep(sweep_dir: Path, *args: str) -> Sweep:
+def run_sweep(sweep_dir: Path, *args: str, env: Optional[dict[str, str]] = None) -> Sweep:
     result = subprocess.run(
-        command(sweep_dir, *args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+        command(sweep_dir, *args), cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=300
     )
     return Sweep(sweep_dir, result)

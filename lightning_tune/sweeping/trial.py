@@ -4,6 +4,7 @@ The sweeper passes `trial.number`, `trial.study_name` and `trial.storage` as ove
 reaches the study the same way in-process, in a joblib worker or in a SLURM job.
 """
 
+import functools
 import logging
 from typing import Any
 
@@ -22,8 +23,12 @@ def derive_seed(sweep_seed: int, trial_number: int) -> int:
     return (sweep_seed * 1_000_003 + trial_number * 7_919) % 2**31
 
 
+@functools.lru_cache(maxsize=None)
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage that waits for a lock instead of failing when parallel trials write at once."""
+    """RDB storage that waits for a lock instead of failing when parallel trials write at once.
+
+    One per URL and process: trials in the sweep's own process share it, rather than each building
+    an engine and checking the schema again."""
     if url.startswith("sqlite"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)

@@ -1,0 +1,34 @@
+"""Callbacks a test passes to `python train.py -m` (`+callbacks.x._target_=probes.X`, with tests/ on
+PYTHONPATH) to look inside each trial of an in-process sweep; they write one JSON line per trial to $PROBE_FILE."""
+
+import gc
+import json
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def live(kind: type) -> int:
+    """Objects of `kind` that are alive; the type, not isinstance, which weakref proxies pass too."""
+    return sum(issubclass(type(obj), kind) for obj in gc.get_objects())
+
+
+class LeakProbe(pl.Callback):
+    """At each trial's start: how many Trainers, LightningModules and TensorBoard writers are alive
+    (this trial's own, plus any an earlier trial left behind); at its end: the process's memory."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        gc.collect()
+        self.alive = {"trainers": live(pl.Trainer), "modules": live(pl.LightningModule), "writers": live(SummaryWriter)}
+
+    def on_test_end(self, *args: Any) -> None:
+        with open(os.environ["PROBE_FILE"], "a") as probe:
+            probe.write(json.dumps({**self.alive, "rss_mb": rss_mb()}) + "\n")
