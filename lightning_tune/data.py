@@ -6,7 +6,8 @@ normalization statistics come from the training split only.
 
 import math
 from abc import abstractmethod
-from typing import Iterator, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -44,6 +45,10 @@ class TensorBatches:
             x, y = x[order], y[order]
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+
+
+# The splits last set up, by source: read-only tensors that the next trial of a sweep may share.
+LAST_SPLITS: dict[tuple[Any, ...], dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
 
 
 class ArrayDataModule(pl.LightningDataModule):
@@ -105,21 +110,41 @@ class ArrayDataModule(pl.LightningDataModule):
         x_val, x_test, y_val, y_test = self.split(x_rest, y_rest, self.test_fraction / held_out)
         return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 
+    def source(self) -> Optional[tuple[Any, ...]]:
+        """All that the split tensors depend on (not the batch size), so that the trials of an in-process
+        sweep load and normalize them once; None, the default for a subclass that does not say: load anew."""
+        return None
+
+    def split_source(self) -> tuple[Any, ...]:
+        return type(self).__qualname__, self.val_fraction, self.test_fraction, self.split_seed, self.pin_memory
+
     def setup(self, stage: Optional[str] = None) -> None:
         if self.splits:
             return
+        source = self.source()
+        if source is None:
+            self.splits = self.normalized_splits()
+            return
+        if source not in LAST_SPLITS:
+            LAST_SPLITS.clear()
+            LAST_SPLITS[source] = self.normalized_splits()
+        self.splits = LAST_SPLITS[source]
+
+    def normalized_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         arrays = self.load_splits()
         x_train = arrays["train"][0].astype(np.float32)
         # Per-channel statistics for images, per-feature for tabular data; train split only.
         axes = (0, 2, 3) if x_train.ndim == 4 else 0
         mean = x_train.mean(axis=axes, keepdims=True)
         std = x_train.std(axis=axes, keepdims=True) + 1e-6
+        splits = {}
         for name, (x, y) in arrays.items():
             features = torch.from_numpy(((x.astype(np.float32) - mean) / std).astype(np.float32))
             labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
             if self.pin_memory and torch.cuda.is_available():
                 features, labels = features.pin_memory(), labels.pin_memory()
-            self.splits[name] = (features, labels)
+            splits[name] = (features, labels)
+        return splits
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -171,6 +196,9 @@ class DigitsDataModule(ArrayDataModule):
         digits = load_digits()
         return digits.images[:, None].astype(np.float32), digits.target
 
+    def source(self) -> tuple[Any, ...]:
+        return self.split_source()
+
 
 class IrisDataModule(ArrayDataModule):
     """scikit-learn's iris (150 flowers, 4 features, 3 classes)."""
@@ -180,6 +208,9 @@ class IrisDataModule(ArrayDataModule):
 
         iris = load_iris()
         return iris.data.astype(np.float32), iris.target
+
+    def source(self) -> tuple[Any, ...]:
+        return self.split_source()
 
 
 class SyntheticDataModule(ArrayDataModule):
@@ -201,6 +232,9 @@ class SyntheticDataModule(ArrayDataModule):
         if num_samples < 10 * num_classes:
             raise ConfigError(f"data.num_samples={num_samples} must be at least 10 x data.num_classes")
         self.shape, self.classes, self.num_samples, self.noise = tuple(input_shape), num_classes, num_samples, noise
+
+    def source(self) -> tuple[Any, ...]:
+        return (*self.split_source(), self.shape, self.classes, self.num_samples, self.noise)
 
     def load(self) -> Arrays:
         rng = np.random.default_rng(self.split_seed)
@@ -227,6 +261,9 @@ class TorchvisionDataModule(ArrayDataModule):
             ) from None
         self.dataset_class = getattr(torchvision.datasets, self.dataset_name)
         self.data_dir, self.download = data_dir, download
+
+    def source(self) -> tuple[Any, ...]:
+        return (*self.split_source(), str(Path(self.data_dir).resolve()))
 
     def _arrays(self, train: bool) -> Arrays:
         dataset = self.dataset_class(self.data_dir, train=train, download=self.download)

@@ -191,3 +191,23 @@ def test_vision_data_without_torchvision_names_the_extra(monkeypatch, module_cla
         module_class()
     message = str(error.value)
     assert f"data={module_class.option}" in message and "lightning-tune[vision]" in message and "\n" not in message
+
+
+def test_the_trials_of_a_sweep_share_the_loaded_data_when_its_source_is_the_same():
+    """An in-process sweep loads and normalizes its data once; any change to what it depends on loads anew."""
+    first = SyntheticDataModule(input_shape=[1, 4, 4], num_samples=200, batch_size=16)
+    first.setup()
+    same = SyntheticDataModule(input_shape=[1, 4, 4], num_samples=200, batch_size=64)  # another batch size
+    same.setup()
+    assert same.splits["train"][0] is first.splits["train"][0]
+    other = SyntheticDataModule(input_shape=[1, 4, 4], num_samples=200, batch_size=16, split_seed=1)
+    other.setup()
+    assert not torch.equal(other.splits["train"][0], first.splits["train"][0])
+
+    class OwnData(ArrayDataModule):  # says nothing of its source: never shared
+        def load(self):
+            return np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32), np.arange(100) % 2
+
+    mine, again = OwnData(), OwnData()
+    mine.setup(), again.setup()
+    assert mine.splits["train"][0] is not again.splits["train"][0]

@@ -114,6 +114,11 @@ def launcher_parallelism(launcher: DictConfig) -> int:
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
+def composition_failure(overrides: Sequence[str], error: BaseException) -> JobReturn:
+    """The return of a trial whose config Hydra could not compose: a failure, with Hydra's reason."""
+    return JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=ConfigError(composition_error(error)))
+
+
 def assign_gpus(batch_size: int, gpu_count: int) -> list[Optional[int]]:
     """GPU index of each parallel trial in a batch: one GPU each, round robin; None without GPUs."""
     if gpu_count < 2:
@@ -309,8 +314,16 @@ class TuningSweeper(OptunaSweeperImpl):
 
     def _launch(self, trials: list[optuna.Trial], overrides: list[Sequence[str]]) -> list[JobReturn]:
         """Each trial's job, in the directory named by its number. A trial whose overrides do not compose
-        (`model.depth=abc`, `optimizer=foo`) fails here with Hydra's reason: the launcher would raise, and
-        end the sweep, mid-batch."""
+        (`model.depth=abc`, `optimizer=foo`) fails with Hydra's reason instead of ending the sweep.
+
+        A trial launched alone is composed once, by the launcher, whose error is then that trial's. In a
+        batch, each trial is composed here first: the launcher would raise, and end the sweep, mid-batch.
+        """
+        if len(trials) == 1:
+            try:
+                return list(self.launcher.launch([overrides[0]], initial_job_idx=trials[0].number))
+            except Exception as error:  # noqa: BLE001 - raised before the job ran: it did not compose
+                return [composition_failure(overrides[0], error)]
         returns: list[JobReturn] = []
         group: list[tuple[optuna.Trial, Sequence[str]]] = []  # consecutive trial numbers: launched together
 
@@ -324,8 +337,7 @@ class TuningSweeper(OptunaSweeperImpl):
                 self.hydra_context.config_loader.load_sweep_config(self.config, list(trial_overrides))
             except Exception as error:  # noqa: BLE001 - whatever Hydra raises, it is this trial's failure
                 launch_group()
-                returns.append(JobReturn(overrides=trial_overrides, status=JobStatus.FAILED,
-                                         _return_value=ConfigError(composition_error(error))))  # fmt: skip
+                returns.append(composition_failure(trial_overrides, error))
             else:
                 group.append((trial, trial_overrides))
         launch_group()
