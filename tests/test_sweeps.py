@@ -44,7 +44,7 @@ from lightning_tune.sweeping.sweeper import (
     parse_search_space,
     trial_outcome,
 )
-from lightning_tune.sweeping.trial import derive_seed
+from lightning_tune.sweeping.study import derive_seed
 from sweeping import ENV, ONLY_LR, PRUNING, STUDY, TINY, Sweep, command, enqueue, run_sweep
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

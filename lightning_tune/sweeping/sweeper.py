@@ -32,7 +32,7 @@ from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
 from lightning_tune.sweeping.results import write_progress, write_report
-from lightning_tune.sweeping.trial import PRUNER_ATTR, derive_seed, open_storage
+from lightning_tune.sweeping.study import PRUNER_ATTR, derive_seed, open_storage
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # enqueue_trial in 2.10

@@ -1,11 +1,9 @@
-"""The trial's side of a sweep, inside the training process: seeds, pruning, the study's address.
+"""The trial's side of a sweep, inside the training process: pruning through the study's storage.
 
 The sweeper passes `trial.number`, `trial.study_name` and `trial.storage` as overrides, so a trial
 reaches the study the same way in-process, in a joblib worker or in a SLURM job.
 """
 
-import functools
-import logging
 from typing import Any
 
 import optuna
@@ -13,25 +11,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
-
-PRUNER_ATTR = "pruner"  # study user attr: the pruner's config, so every trial process builds the same one
-
-
-def derive_seed(sweep_seed: int, trial_number: int) -> int:
-    """A different, reproducible seed per trial: the same sweep seed gives the same trial seeds."""
-    return (sweep_seed * 1_000_003 + trial_number * 7_919) % 2**31
-
-
-@functools.lru_cache(maxsize=None)
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage that waits for a lock instead of failing when parallel trials write at once.
-
-    One per URL and process: trials in the sweep's own process share it, rather than each building
-    an engine and checking the schema again."""
-    if url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url)
+from lightning_tune.sweeping.study import PRUNER_ATTR, open_storage
 
 
 class PruningCallback(pl.Callback):
