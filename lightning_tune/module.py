@@ -13,12 +13,17 @@ from torch import nn
 from torch.optim import Optimizer
 
 from lightning_tune.errors import TrainingDiverged
-from lightning_tune.metrics import OptimizedMetric, classification_metrics
+from lightning_tune.metrics import EpochOutputs, OptimizedMetric, classification_metrics
 from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization, split_parameters
 
 
 class ClassificationModule(pl.LightningModule):
+    """Training steps only keep their outputs (no metric object, no `self.log`, no host sync): the
+    epoch's train metrics are computed from them once, the step loss is logged only on the steps
+    Lightning writes to the loggers, and a NaN or infinite loss is looked for there and at the epoch's
+    end. Validation and test update torchmetrics and log on every batch, as usual."""
+
     def __init__(
         self,
         net: nn.Module,
@@ -27,6 +32,7 @@ class ClassificationModule(pl.LightningModule):
         regularization: Optional[Regularization] = None,
         schedule: Optional[ScheduleSpec] = None,
         optimized_metric: str = "val/acc",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -34,43 +40,80 @@ class ClassificationModule(pl.LightningModule):
         self.regularization = regularization or Regularization()
         self.schedule = schedule
         self.optimized_metric = OptimizedMetric.parse(optimized_metric)
+        self.channels_last = channels_last
+        if channels_last:  # NHWC weights, and inputs in `forward`: faster convolutions on recent CPUs and GPUs
+            net.to(memory_format=torch.channels_last)
         # `lr` is an attribute so that Lightning's learning-rate finder can set it.
         self.lr = optimizer.keywords.get("lr") if isinstance(optimizer, functools.partial) else None
         self.penalized = split_parameters(net, self.regularization.exclude_bias_and_norm)[0]
         metrics = classification_metrics(num_classes)
-        self.train_metrics = metrics.clone(prefix="train/")
+        self.train_outputs = EpochOutputs()
+        self.train_metrics = metrics.clone(prefix="train/")  # updated once per epoch, from `train_outputs`
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _shared_step(self, batch: Any, stage: str) -> torch.Tensor:
-        x, y = batch
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach(), y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, batch_size=len(y), sync_dist=not on_step)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
-        return loss
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self._shared_step(batch, "train")
-        if self.regularization.has_loss_penalty:
-            penalty = self.regularization.penalty(self.penalized)
-            self.log("train/penalty", penalty.detach(), on_step=True, on_epoch=True, batch_size=len(batch[1]))
-            loss = loss + penalty
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
-        return loss
+        x, y = batch
+        logits = self.forward(x)  # not `self(x)`: the hooks of `__call__` are unused here, and cost time every step
+        loss = F.cross_entropy(logits, y)
+        penalty = self.regularization.penalty(self.penalized) if self.regularization.has_loss_penalty else None
+        kept_penalty = None if penalty is None else penalty.detach()
+        self.train_outputs.add(batch_idx, logits.detach(), y, loss.detach(), kept_penalty)
+        if self._trainer is not None:  # None when a test calls `training_step` by itself
+            self._log_step(loss, penalty, last_batch=batch_idx + 1 == self.trainer.num_training_batches)
+        return loss if penalty is None else loss + penalty
+
+    def _log_step(self, loss: torch.Tensor, penalty: Optional[torch.Tensor], last_batch: bool) -> None:
+        """On the steps Lightning writes to the loggers, log the step's losses; there and on the epoch's last
+        batch, before validation, look for divergence: the host waits for the device only then."""
+        every = self.trainer.log_every_n_steps
+        logged = every > 0 and (self.global_step + 1) % every == 0
+        if logged:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+            if penalty is not None:
+                self.log("train/penalty_step", penalty.detach(), on_step=True, on_epoch=False)
+        if logged or last_batch:
+            self._stop_if_diverged()
+
+    def _stop_if_diverged(self) -> None:
+        diverged = self.train_outputs.first_non_finite()
+        if diverged is not None:
+            batch, value = diverged
+            raise TrainingDiverged(f"training loss is {value} at epoch {self.current_epoch}, batch {batch}")
+
+    def on_train_epoch_start(self) -> None:
+        self.train_outputs.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()
+        outputs = self.train_outputs
+        if not outputs.losses:  # no step in this process this epoch, e.g. resumed after its last batch
+            return
+        self.train_metrics.update(*outputs.labels())
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        self.log("train/loss_epoch", outputs.mean(outputs.losses), on_step=False, on_epoch=True)
+        if outputs.penalties:
+            self.log("train/penalty_epoch", outputs.mean(outputs.penalties), on_step=False, on_epoch=True)
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        x, y = batch
+        logits = self.forward(x)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits, y)
+        loss = F.cross_entropy(logits, y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._eval_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.optimizer_factory, self.net, self.regularization, lr=self.lr)

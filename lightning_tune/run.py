@@ -61,6 +61,29 @@ def build_network(cfg: DictConfig, datamodule: ArrayDataModule, dropout: float) 
     return build(cfg, "model", **kwargs)
 
 
+def flag(cfg: DictConfig, key: str) -> bool:
+    """A top-level on/off key of conf/train.yaml, refused unless it is a boolean."""
+    value = cfg.get(key)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    return value
+
+
+def compile_network(net: nn.Module) -> None:
+    """`compile=true`: torch.compile the network in place, so its state dict and checkpoints keep their keys.
+
+    Compiling happens at the first step, inside `fit`; a tiny function is compiled first, so that a
+    machine where torch.compile cannot work (no C++ compiler, an unsupported Python) fails here, on one
+    line, before any file is written.
+    """
+    try:
+        torch.compile(lambda x: x + 1)(torch.zeros(1))
+        net.compile()
+    except Exception as error:  # whatever the backend raises, the remedy is the same
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise ConfigError(f"compile=true, but torch.compile does not work here ({reason}); set compile=false") from None
+
+
 def check_optimization(module: ClassificationModule, max_epochs: Optional[int]) -> None:
     """Build the optimizer and schedule once, then drop them, so that a bad lr or schedule fails
     before any file is written rather than inside `fit`, after the logger has started."""
@@ -140,6 +163,27 @@ def measure_latency_ms(net: nn.Module, input_shape: tuple[int, ...], repeats: in
     return statistics.median(timings[3:])
 
 
+def build_run(cfg: DictConfig) -> tuple[ArrayDataModule, ClassificationModule]:
+    """The data and the LightningModule of a run; everything that can reject the config is built
+    here, before the first file is written."""
+    regularization: Regularization = build(cfg.regularization, "regularization")
+    datamodule: ArrayDataModule = build(cfg.data, "data")
+    net = build_network(cfg.model, datamodule, regularization.dropout)
+    if flag(cfg, "compile"):
+        compile_network(net)
+    module = ClassificationModule(
+        net,
+        optimizer=build(cfg.optimizer, "optimizer"),
+        num_classes=datamodule.num_classes,
+        regularization=regularization,
+        schedule=ScheduleSpec.from_config(cfg.get("scheduler")),
+        optimized_metric=cfg.optimized_metric,
+        channels_last=flag(cfg, "channels_last"),
+    )
+    check_optimization(module, cfg.trainer.get("max_epochs"))
+    return datamodule, module
+
+
 def train(cfg: DictConfig) -> Union[float, list[float]]:
     """Fit, evaluate the best checkpoint on val and test, write metrics.json.
 
@@ -150,20 +194,8 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an int")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    # Everything that can reject the config is built before the first file is written.
-    regularization: Regularization = build(cfg.regularization, "regularization")
-    datamodule: ArrayDataModule = build(cfg.data, "data")
-    net = build_network(cfg.model, datamodule, regularization.dropout)
-    module = ClassificationModule(
-        net,
-        optimizer=build(cfg.optimizer, "optimizer"),
-        num_classes=datamodule.num_classes,
-        regularization=regularization,
-        schedule=ScheduleSpec.from_config(cfg.get("scheduler")),
-        optimized_metric=metric.name,
-    )
-    check_optimization(module, cfg.trainer.get("max_epochs"))
+    datamodule, module = build_run(cfg)
+    net = module.net
     output_dir = Path(cfg.output_dir)
     trainer = build_trainer(cfg, metric, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ def test_every_trainer_option_but_gpu_trains(make_cfg, tmp_path, restore_distrib
 
 
 @needs_gpu
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
 def test_gpu_trainer_trains(make_cfg, tmp_path, precision):
     cfg = make_cfg(*fast_without("trainer="), "trainer=gpu", f"trainer.precision={precision}", fast=False)
     check_run(cfg, tmp_path)
@@ -143,6 +143,7 @@ def test_every_launcher_composes(make_cfg, launcher):
     assert cfg.hydra.launcher._target_
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("model", group_options("model"))
-def test_every_model_trains_in_bf16_mixed_precision_on_cpu(make_cfg, tmp_path, model):
-    check_run(make_cfg(f"model={model}", data_for(model), "trainer.precision=bf16-mixed"), tmp_path)
+def test_every_model_trains_in_mixed_precision_on_cpu(make_cfg, tmp_path, model, precision):
+    check_run(make_cfg(f"model={model}", data_for(model), f"trainer.precision={precision}"), tmp_path)

@@ -3,11 +3,12 @@
 import json
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_tune.errors import ConfigError
+from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import METRICS
-from lightning_tune.run import train
+from lightning_tune.run import build_run, train
 
 
 def test_run_writes_metrics_json_and_returns_the_optimized_metric(make_cfg, tmp_path):
@@ -72,6 +73,45 @@ def test_bf16_mixed_precision_on_cpu(make_cfg, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["val"]["loss"] > 0
 
 
+def test_a_diverging_run_stops_before_validation_naming_epoch_and_batch(make_cfg, tmp_path):
+    """The loss is checked every `log_every_n_steps` steps and at the epoch's last batch, before validation."""
+    cfg = make_cfg("optimizer=sgd", "optimizer.lr=1e30", "trainer.limit_train_batches=8", "trainer.log_every_n_steps=4")
+    with pytest.raises(TrainingDiverged, match=r"^training loss is (nan|inf) at epoch 0, batch [1-7]$"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()  # no validation ran, so no checkpoint of a diverged net
+
+
+def test_channels_last_puts_conv_weights_and_image_inputs_in_nhwc(make_cfg, tmp_path):
+    _, module = build_run(make_cfg("channels_last=true", "model=resnet", "model.depth=2"))
+    convs = [m for m in module.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)
+    inputs = []
+    convs[0].register_forward_pre_hook(lambda conv, args: inputs.append(args[0]))
+    module(torch.randn(2, 1, 8, 8))
+    assert inputs[0].is_contiguous(memory_format=torch.channels_last)
+    assert 0.0 <= train(make_cfg("channels_last=true", "model=resnet", "model.depth=2")) <= 1.0
+
+
+@pytest.mark.slow
+def test_compile_trains(make_cfg, tmp_path):
+    """torch.compile on CPU: compiling the CNN's forward and backward takes a minute on two cores."""
+    assert 0.0 <= train(make_cfg("compile=true")) <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["val"]["loss"] > 0
+
+
+def test_compile_that_cannot_work_here_fails_on_one_line_before_any_file(make_cfg, tmp_path, monkeypatch):
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(a long traceback)")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(ConfigError) as error:
+        train(make_cfg("compile=true", "logger=tensorboard"))
+    message = str(error.value)
+    assert message.startswith("compile=true") and "No working C++ compiler" in message and "compile=false" in message
+    assert "\n" not in message
+    assert not any(tmp_path.iterdir())
+
+
 def test_lr_find_sets_the_learning_rate(make_cfg, caplog):
     cfg = make_cfg("lr_find=true", "trainer.limit_train_batches=20", "trainer.max_epochs=1")
     caplog.set_level("INFO")
@@ -108,6 +148,8 @@ def test_default_run_reaches_095_test_accuracy(make_cfg, tmp_path):
         ("scheduler=step scheduler.step_size=0", "scheduler"),
         ("scheduler=cosine scheduler.T_max=0", "scheduler"),
         ("data=mnist", "data=mnist"),
+        ("channels_last=maybe", "channels_last"),
+        ("compile=1", "compile"),
     ],
 )
 def test_bad_values_raise_one_line_config_error_naming_the_key(make_cfg, override, key):
