@@ -1,9 +1,8 @@
 """The classification metrics, and the one place that knows which direction each improves in."""
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
-import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
@@ -23,63 +22,6 @@ def classification_metrics(num_classes: int) -> MetricCollection:
             "f1": MulticlassF1Score(num_classes, average="macro"),
         }
     )
-
-
-class EpochOutputs:
-    """A training epoch's step outputs, kept where they were computed: predictions, targets, losses.
-
-    A step appends a few tensors, with no host sync and no metric object to update: updating four
-    torchmetrics objects and calling `self.log` on every step cost more than the forward and backward
-    pass of a small net. The epoch's metrics are computed from them once, at its end.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.batches: list[int] = []
-        self.sizes: list[int] = []
-        self.predictions: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
-        self.losses: list[torch.Tensor] = []
-        self.penalties: list[torch.Tensor] = []
-        self.checked = 0  # steps already checked for a non-finite loss
-
-    def add(
-        self,
-        batch: int,
-        logits: torch.Tensor,
-        targets: torch.Tensor,
-        loss: torch.Tensor,
-        penalty: Optional[torch.Tensor],
-    ) -> None:
-        self.batches.append(batch)
-        self.sizes.append(len(targets))
-        self.predictions.append(logits.argmax(dim=1))
-        self.targets.append(targets)
-        self.losses.append(loss)
-        if penalty is not None:
-            self.penalties.append(penalty)
-
-    def first_non_finite(self) -> Optional[tuple[int, float]]:
-        """(batch, loss) of the first step not checked before whose loss, penalty included, is NaN or infinite."""
-        if self.checked == len(self.losses):
-            return None
-        totals = torch.stack(self.losses[self.checked :])
-        if self.penalties:
-            totals = totals + torch.stack(self.penalties[self.checked :])
-        bad = torch.nonzero(~torch.isfinite(totals)).flatten().tolist()  # the one host sync
-        first, self.checked = self.checked, len(self.losses)
-        return (self.batches[first + bad[0]], totals[bad[0]].item()) if bad else None
-
-    def labels(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All of the epoch's (predictions, targets)."""
-        return torch.cat(self.predictions), torch.cat(self.targets)
-
-    def mean(self, values: list[torch.Tensor]) -> torch.Tensor:
-        """The mean of per-step `losses` or `penalties` over samples, as Lightning's `on_epoch` mean weights them."""
-        sizes = torch.tensor(self.sizes, dtype=values[0].dtype, device=values[0].device)
-        return (torch.stack(values) * sizes).sum() / sizes.sum()
 
 
 MODEL_OBJECTIVES = ("model/params", "model/latency_ms")  # smaller is better

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from lightning_tune.metrics import EpochOutputs, classification_metrics
+from lightning_tune.metrics import classification_metrics
+from lightning_tune.module import EpochOutputs
 
 NUM_CLASSES = 5
 
