@@ -1,5 +1,7 @@
 """Train one classifier, or a sweep of them with `-m`: `python train.py model=resnet optimizer=sgd`."""
 
+import gc
+
 import hydra
 from omegaconf import DictConfig
 
@@ -16,4 +18,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        # Python's exit would collect every object that torch and Lightning made: about 1 s, for nothing.
+        gc.freeze()

@@ -17,6 +17,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,7 @@ from optuna.trial import TrialState
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
+from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.study import PRUNER_ATTR, derive_seed, open_storage
 
@@ -164,7 +166,10 @@ class TuningSweeper(OptunaSweeperImpl):
         self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
         self.warm_start = warm_start
 
-    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: Any, config: DictConfig) -> None:
+        # the launcher composes each trial's config through this loader: once per group choices, not per trial
+        loader = TrialConfigLoader(hydra_context.config_loader)
+        hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.pruner_cfg = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
         self.sweep_dir = Path(config.hydra.sweep.dir).absolute()

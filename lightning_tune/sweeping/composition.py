@@ -1,0 +1,149 @@
+"""Trial configs composed once per combination of config-group choices, not once per trial.
+
+Hydra composes every trial's config from scratch: a deep copy of the ConfigStore, the defaults tree,
+every YAML file read and merged again (about 70 ms here, as long as a small trial's whole epoch).
+The trials of a sweep differ mostly in values, and in a handful of group choices. So the composed
+config is kept per group choices, and each trial's value overrides are applied to a copy of it, by
+Hydra's own function. The steps mirror hydra-core 1.3's `ConfigLoaderImpl._load_configuration_impl`;
+`tests/test_composition.py` checks that the result is Hydra's own, key for key. Anything unusual in a
+trial's overrides (adding or deleting a group, a package, a `hydra.*` key) is left to Hydra.
+"""
+
+import copy
+import os
+import sys
+from typing import Any, Optional
+
+from hydra import __version__, version
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra._internal.config_repository import CachingConfigRepository
+from hydra._internal.defaults_list import create_defaults_list
+from hydra.conf import ConfigSourceInfo
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobRuntime
+from hydra.errors import ConfigCompositionException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+
+class Composed:
+    """A config composed from one set of group choices, before any value override."""
+
+    def __init__(self, config: DictConfig, known_choices: dict[str, Any], repo: CachingConfigRepository) -> None:
+        self.config, self.known_choices, self.repo = config, known_choices, repo
+
+
+class TrialConfigLoader:
+    """Hydra's config loader, with `load_sweep_config` reusing compositions; the rest is Hydra's."""
+
+    def __init__(self, loader: ConfigLoaderImpl) -> None:
+        self.loader = loader
+        self.repos: dict[tuple[Any, ...], CachingConfigRepository] = {}  # by config name and hydra overrides
+        self.composed: dict[tuple[Any, ...], Composed] = {}  # ... and the trial's group choices
+
+    def __getattr__(self, name: str) -> Any:
+        if "loader" not in self.__dict__:  # while unpickling
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Sent to joblib workers without the compositions: each worker keeps its own."""
+        return {"loader": self.loader, "repos": {}, "composed": {}}
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        hydra_lines = list(OmegaConf.to_container(master_config.hydra.overrides.hydra))
+        try:
+            config = self._compose(master_config.hydra.job.config_name, hydra_lines, list(sweep_overrides))
+        except OmegaConfBaseException as error:  # as Hydra's `load_configuration` wraps it
+            raise ConfigCompositionException().with_traceback(sys.exc_info()[2]) from error
+        if config is None:
+            return self.loader.load_sweep_config(master_config, sweep_overrides)
+        OmegaConf.copy_cache(from_config=master_config, to_config=config)
+        return config
+
+    def _compose(self, config_name: Optional[str], hydra_lines: list[str], trial_lines: list[str]) -> Optional[DictConfig]:
+        """The trial's config, or None when its overrides need Hydra's full composition."""
+        parser = OverridesParser.create()
+        hydra_overrides = parser.parse_overrides(hydra_lines)
+        trial_overrides = parser.parse_overrides(trial_lines)
+        base_key = (config_name, tuple(hydra_lines))
+        if base_key not in self.repos:
+            self.repos[base_key] = self._repository(config_name, hydra_overrides)
+        choices = split_choices(trial_overrides, self.repos[base_key])
+        if choices is None:
+            return None
+        key = (*base_key, tuple(o.input_line for o in choices))
+        if key not in self.composed:
+            self.composed[key] = self._compose_base(config_name, hydra_overrides + choices)
+        composed = self.composed[key]
+
+        parsed = hydra_overrides + trial_overrides
+        self.loader.validate_sweep_overrides_legal(overrides=parsed, run_mode=RunMode.RUN, from_shell=True)
+        cfg = copy.deepcopy(composed.config)
+        values = [o for o in parsed if not is_choice(o, composed.repo)]
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        app_overrides = []
+        for override in parsed:
+            if override.is_hydra_override():
+                cfg.hydra.overrides.hydra.append(override.input_line)
+            else:
+                cfg.hydra.overrides.task.append(override.input_line)
+                app_overrides.append(override)
+        with open_dict(cfg.hydra):
+            cfg.hydra.runtime.choices.update(composed.known_choices)
+            for key in cfg.hydra.job.env_copy:
+                cfg.hydra.job.env_set[key] = os.environ[key]
+        cfg.hydra.runtime.version = __version__
+        cfg.hydra.runtime.version_base = version.getbase()
+        cfg.hydra.runtime.cwd = os.getcwd()
+        cfg.hydra.runtime.config_sources = [
+            ConfigSourceInfo(path=x.path, schema=x.scheme(), provider=x.provider) for x in composed.repo.get_sources()
+        ]
+        if "name" not in cfg.hydra.job:
+            cfg.hydra.job.name = JobRuntime().get("name")
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=app_overrides,
+            kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
+            item_sep=cfg.hydra.job.config.override_dirname.item_sep,
+            exclude_keys=cfg.hydra.job.config.override_dirname.exclude_keys,
+        )
+        cfg.hydra.job.config_name = config_name
+        return cfg
+
+    def _repository(self, config_name: Optional[str], overrides: list[Override]) -> CachingConfigRepository:
+        """The config repository with the primary config's and the overrides' search path, as Hydra builds it."""
+        repo = CachingConfigRepository(self.loader.repository)
+        self.loader._process_config_searchpath(config_name, overrides, repo)
+        return repo
+
+    def _compose_base(self, config_name: Optional[str], overrides: list[Override]) -> Composed:
+        """Hydra's composition up to, not including, the value overrides."""
+        repo = self._repository(config_name, overrides)
+        defaults_list = create_defaults_list(
+            repo=repo, config_name=config_name, overrides_list=overrides, prepend_hydra=True, skip_missing=False
+        )
+        cfg = self.loader._compose_config_from_defaults_list(defaults=defaults_list.defaults, repo=repo)
+        OmegaConf.set_struct(cfg, True)
+        OmegaConf.set_readonly(cfg.hydra, False)
+        return Composed(cfg, dict(defaults_list.overrides.known_choices), repo)
+
+
+def is_choice(override: Override, repo: CachingConfigRepository) -> bool:
+    """`group=option`, as Hydra's defaults list tells a group choice from a value."""
+    return repo.group_exists(override.key_or_group) and not isinstance(override.value(), dict)
+
+
+def split_choices(overrides: list[Override], repo: CachingConfigRepository) -> Optional[list[Override]]:
+    """The plain `group=option` overrides of a trial, or None if any override needs Hydra's own
+    composition: a sweep, a group added, deleted or placed in a package, or a `hydra.*` key."""
+    choices = []
+    for override in overrides:
+        if override.is_sweep_override() or override.is_hydra_override():
+            return None
+        if is_choice(override, repo):
+            if override.is_add() or override.is_delete() or override.is_force_add() or override.package is not None:
+                return None
+            choices.append(override)
+    return choices

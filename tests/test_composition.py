@@ -1,0 +1,71 @@
+"""Trial configs from the composition cache are Hydra's own, key for key, errors included."""
+
+from pathlib import Path
+
+import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from lightning_tune.schemas import register_schemas
+from lightning_tune.sweeping.composition import TrialConfigLoader
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MASTER = ["hparams_search=random", "data=digits", "trainer.max_epochs=1", "hydra.sweep.dir=/tmp/sweep"]
+
+
+@pytest.fixture(scope="module")
+def loaders():
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        hydra_loader = GlobalHydra.instance().config_loader()
+        master = hydra_loader.load_configuration("train", MASTER, run_mode=RunMode.MULTIRUN)
+        yield master, hydra_loader, TrialConfigLoader(hydra_loader)
+
+
+def both(loaders, overrides):
+    master, hydra_loader, cached = loaders
+    expected = OmegaConf.to_container(hydra_loader.load_sweep_config(master, overrides))
+    return OmegaConf.to_container(cached.load_sweep_config(master, overrides)), expected
+
+
+TRIALS = [
+    ["optimizer.lr=0.01", "model.depth=2", "trial.number=0", "seed=7"],
+    ["optimizer=sgd", "optimizer.lr=0.05", "scheduler=cosine", "regularization.l2=0.001", "data.batch_size=32"],
+    ["optimizer=sgd", "optimizer.lr=0.2", "scheduler=cosine", "regularization.l2=0.1", "data.batch_size=128"],
+    ["model=resnet", "model.width=8", "trial.study_name='s'", "trial.storage='sqlite:////tmp/x.db'"],
+    ["+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping", "+callbacks.stop.monitor=val/loss"],
+    ["regularization=elastic", "~scheduler"],  # a group deleted: Hydra composes it
+    ["logger=csv", "hydra.job.name=renamed"],  # a hydra key: Hydra composes it
+    ["optimizer=adamw", "optimizer.betas=[0.8,0.99]", "++extra_key=5"],
+]
+
+
+@pytest.mark.parametrize("overrides", TRIALS, ids=lambda o: " ".join(o)[:40])
+def test_trial_config_is_hydras(loaders, overrides):
+    cached, expected = both(loaders, overrides)
+    assert cached == expected
+
+
+def test_reused_composition_is_not_changed_by_a_later_trial(loaders):
+    master, _, cached = loaders
+    first = cached.load_sweep_config(master, ["optimizer=sgd", "optimizer.lr=0.05"])
+    second = cached.load_sweep_config(master, ["optimizer=sgd", "optimizer.lr=0.5"])
+    assert (first.optimizer.lr, second.optimizer.lr) == (0.05, 0.5)
+    assert list(first.hydra.overrides.task)[-1] == "optimizer.lr=0.05"
+    assert first.hydra.runtime.choices.optimizer == "sgd"
+
+
+@pytest.mark.parametrize(
+    "overrides", [["model.depth=abc"], ["optimizer=nope"], ["no_such_key=1"], ["optimizer.lr=1,2"]], ids=str
+)
+def test_bad_overrides_fail_as_in_hydra(loaders, overrides):
+    master, hydra_loader, cached = loaders
+    errors = []
+    for loader in (hydra_loader, cached):
+        with pytest.raises(ConfigCompositionException) as error:
+            loader.load_sweep_config(master, overrides)
+        errors.append((str(error.value), str(error.value.__cause__)))
+    assert errors[0] == errors[1]
