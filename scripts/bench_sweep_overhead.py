@@ -11,7 +11,9 @@ process's resident memory when the trial ends. Prints JSON:
   whole command, interpreter start and imports included; `startup_s` is that part, measured as the
   cold start of `python train.py --help`, and `overhead_per_trial_after_startup_s` leaves it out.
 - `train_fraction`: time inside the loops / sweep wall time.
-- `rss_mb` of each trial and `rss_growth_trial2_to_last`: memory must not grow from trial to trial.
+- `rss_mb_at_start` of each trial (what the sweep holds between trials; a leak shows here) and
+  `rss_growth_trial2_to_last` of it: memory must not grow from trial to trial. `rss_mb_at_end` is taken
+  while the trial's model, data and optimizer are still alive.
 - `peak_rss_mb` of the sweep and of a default `python train.py`.
 - cold starts: `python -c "import torch"`, `python train.py --help`, a one-epoch `python train.py`.
 """
@@ -49,6 +51,8 @@ class LoopTimer(pl.Callback):
     def __init__(self) -> None:
         self.seconds = 0.0
         self.started = 0.0
+        self.rss_at_start = rss_mb()  # built with the Trainer: the data and model exist, nothing has trained
+
 
     def _start(self, *args: Any) -> None:
         self.started = time.perf_counter()
@@ -70,7 +74,8 @@ class LoopTimer(pl.Callback):
     def on_test_end(self, *args: Any) -> None:
         self._stop()
         with open(os.environ[TIMES_ENV], "a") as times:
-            times.write(json.dumps({"loops_s": self.seconds, "rss_mb": rss_mb()}) + "\n")
+            record = {"loops_s": self.seconds, "rss_at_start": self.rss_at_start, "rss_at_end": rss_mb()}
+            times.write(json.dumps(record) + "\n")
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -110,7 +115,7 @@ def main() -> None:
         one_epoch = best_of(args.repeats, [python, "train.py", "trainer.max_epochs=1", f"hydra.run.dir={tmp}/run"], env)
         _, default_peak = timed([python, "train.py", f"hydra.run.dir={tmp}/default"], env)
     loops = sum(trial["loops_s"] for trial in trials)
-    rss = [round(trial["rss_mb"], 1) for trial in trials]
+    rss = [round(trial["rss_at_start"], 1) for trial in trials]
     result = {
         "command": " ".join(["python train.py -m hparams_search=random", *TRIAL, f"hydra.sweeper.n_trials={args.trials}"]),
         "trials": args.trials,
@@ -119,7 +124,8 @@ def main() -> None:
         "overhead_per_trial_s": round((sweep_wall - loops) / args.trials, 3),
         "overhead_per_trial_after_startup_s": round((sweep_wall - startup - loops) / args.trials, 3),
         "train_fraction": round(loops / sweep_wall, 3),
-        "rss_mb": rss,
+        "rss_mb_at_start": rss,
+        "rss_mb_at_end": [round(trial["rss_at_end"], 1) for trial in trials],
         "rss_growth_trial2_to_last": round(rss[-1] / rss[1] - 1, 3) if len(rss) > 1 else None,
         "peak_rss_mb": {"sweep": round(sweep_peak), "default_run": round(default_peak)},
         "cold_start_s": {  # best of --repeats

@@ -4,8 +4,6 @@ PYTHONPATH) to look inside each trial of an in-process sweep; they write one JSO
 import gc
 import json
 import os
-from typing import Any
-
 import pytorch_lightning as pl
 
 
@@ -21,14 +19,13 @@ def live(kind: type) -> int:
 
 class LeakProbe(pl.Callback):
     """At each trial's start: how many Trainers, LightningModules and TensorBoard writers are alive
-    (this trial's own, plus any an earlier trial left behind); at its end: the process's memory."""
+    (this trial's own, plus any an earlier trial left behind), and the process's memory, which then
+    holds what earlier trials left and this trial's data and model, before it trains."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         gc.collect()
-        self.alive = {"trainers": live(pl.Trainer), "modules": live(pl.LightningModule), "writers": live(SummaryWriter)}
-
-    def on_test_end(self, *args: Any) -> None:
+        alive = {"trainers": live(pl.Trainer), "modules": live(pl.LightningModule), "writers": live(SummaryWriter)}
         with open(os.environ["PROBE_FILE"], "a") as probe:
-            probe.write(json.dumps({**self.alive, "rss_mb": rss_mb()}) + "\n")
+            probe.write(json.dumps({**alive, "rss_mb": rss_mb()}) + "\n")
