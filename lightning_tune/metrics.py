@@ -1,19 +1,31 @@
 """The classification metrics, and the one place that knows which direction each improves in."""
 
 from dataclasses import dataclass
-from typing import Any
-
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
+from typing import TYPE_CHECKING, Any
 
 from lightning_tune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 METRICS = ("acc", "precision", "recall", "f1", "loss")
 EVAL_STAGES = ("val", "test")
 
 
-def classification_metrics(num_classes: int) -> MetricCollection:
-    """Accuracy (micro) and macro precision, recall and F1."""
+def classification_metrics(num_classes: int) -> "MetricCollection":
+    """Accuracy (micro) and macro precision, recall and F1.
+
+    torchmetrics is imported here, not above: the sweeper's process reads objective names from this
+    module, and a SLURM or joblib sweep's own process has no use for torch (1 s of its start).
+    """
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassF1Score,
+        MulticlassPrecision,
+        MulticlassRecall,
+    )
+
     return MetricCollection(
         {
             "acc": MulticlassAccuracy(num_classes, average="micro"),

@@ -162,3 +162,14 @@ def test_users_own_model_option_sits_beside_ours(installed, tmp_path):
     assert yaml.safe_load(result.stdout)["model"]["_target_"] == "my_models.TinyNet"
     result = run_app(app, "model=nope", pythonpath=installed)
     assert "tiny_net" in result.stderr and "resnet" in result.stderr  # both kinds of option are listed
+
+
+def test_the_sweepers_process_does_not_import_torch():
+    """A SLURM or joblib sweep's own process only asks, records and reports: it starts without torch and
+    Lightning (seconds), so that a bad launcher or search space is reported at once."""
+    code = (
+        "import sys, hydra_plugins.lightning_tune, lightning_tune.sweeping.sweeper, lightning_tune.slurm;"
+        "print(sorted(m for m in ('torch', 'torchmetrics', 'pytorch_lightning') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
