@@ -1,6 +1,6 @@
 """Training throughput of our Lightning path against a hand-written PyTorch loop (issue 5).
 
-    python scripts/bench_throughput.py [--repeats 5] [--epochs N] [--threads 2] [--extras] [--cases NAME ...]
+    python scripts/bench_throughput.py [--repeats 5] [--epochs N] [--threads 2] [--extras] [--loaders] [--cases NAME ...]
 
 Three ways of training the same network (same seed, same initial weights) on the same in-memory
 training tensors, with the same batch size and optimizer, in this process, in turn, after one
@@ -19,16 +19,18 @@ untimed warm-up round (`--repeats` timed rounds):
 Prints JSON: samples/s of each round and the median of each side; `throughput_ratio`, the median
 over rounds of ours / hand in the same round (the machine drifts: rounds far apart compare worse),
 with each round's ratio in `throughput_ratios`; `floor_ratio`, the same for floor / hand. `--extras`
-adds ResNet variants (channels_last, compile, bf16-mixed), each against the hand loop with the same
-setting, and against ours in plain fp32 (`speedup_vs_fp32`, of the medians); one that this machine
-cannot run is skipped with the reason.
+adds ResNet variants (channels_last, compile, bf16-mixed), each against the hand loop with
+the same setting, and against ours in plain fp32 (`speedup_vs_fp32`, of the medians); one that this
+machine cannot run is skipped with the reason. `--loaders` times the tensor-resident loader against
+torch's `DataLoader` over a `TensorDataset` (per-sample indexing and collation, as most training
+scripts load in-memory data): one epoch of batches only, and the hand loop of the CNN on digits fed
+by each (`loaders`).
 """
 
 import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import statistics
 import sys
@@ -36,7 +38,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -44,6 +46,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_tune.metrics import OptimizedMetric
 from lightning_tune.module import ClassificationModule
@@ -60,12 +63,13 @@ CASES = {  # name: (overrides of `python train.py`, epochs per timed run)
 EXTRAS = {  # ResNet variants, compared with resnet_synthetic in fp32
     "resnet_channels_last": (["model=resnet", "data=synthetic", "channels_last=true"], 1),
     "resnet_compile": (["model=resnet", "data=synthetic", "compile=true"], 1),
-    # A CPU without bf16 instructions runs it ~12x slower than fp32: fewer samples keep the case short.
+    # A CPU without bf16 instructions (no AVX-512 BF16 or AMX) runs it ~12x slower than fp32: fewer samples.
     "resnet_bf16_mixed": (
         ["model=resnet", "data=synthetic", "trainer.precision=bf16-mixed", "data.num_samples=400"],
         1,
     ),
 }
+LOADER_CASES = {"digits": ["data=digits"], "synthetic_3x32x32": ["data=synthetic"]}
 
 
 class FloorModule(ClassificationModule):
@@ -125,22 +129,30 @@ def run_floor(cfg: DictConfig) -> float:
     return fit(cfg, FloorModule)
 
 
-def run_hand(cfg: DictConfig) -> float:
-    """Seconds of a plain PyTorch loop over the same batches."""
+def sliced_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch as our tensor batches serve it: one `randperm` gather, then slices (a final batch of one dropped)."""
+    order = torch.randperm(len(y))
+    xs, ys = x[order], y[order]
+    for begin in range(0, samples_per_epoch(len(y), batch_size), batch_size):
+        yield xs[begin : begin + batch_size], ys[begin : begin + batch_size]
+
+
+def dataloader_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, workers: int = 0) -> DataLoader:
+    """One epoch as most training scripts load in-memory data: per-sample indexing and collation."""
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, num_workers=workers)
+
+
+def run_hand(cfg: DictConfig, batches: Callable[[torch.Tensor, torch.Tensor, int], Iterable[Any]] = sliced_batches) -> float:
+    """Seconds of a plain PyTorch loop over the same batches as ours, or over those `batches(x, y, batch_size)` makes."""
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build_run(cfg)  # the same network, initialized from the same seed
     net, (x, y) = module.net, datamodule.splits["train"]
     optimizer = build(cfg.optimizer, "optimizer")(net.parameters())
     autocast = precision_context(cfg.trainer.precision)
-    batch_size, size = datamodule.batch_size, len(y)
-    steps = math.ceil(samples_per_epoch(size, batch_size) / batch_size)
     start = time.perf_counter()
     net.train()
     for _ in range(cfg.trainer.max_epochs):
-        order = torch.randperm(size)
-        xs, ys = x[order], y[order]
-        for begin in range(0, steps * batch_size, batch_size):
-            inputs, targets = xs[begin : begin + batch_size], ys[begin : begin + batch_size]
+        for inputs, targets in batches(x, y, datamodule.batch_size):
             if module.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with autocast():
@@ -152,7 +164,8 @@ def run_hand(cfg: DictConfig) -> float:
 
 
 def precision_context(precision: str) -> Callable[[], Any]:
-    """What Lightning's `bf16-mixed` does on CPU: autocast to bfloat16; nothing in full precision."""
+    """What Lightning's `bf16-mixed` does on CPU: autocast to bfloat16; nothing in full precision. (On CPU,
+    Lightning trains `16-mixed` as `bf16-mixed` too, with a warning.)"""
     if precision == "bf16-mixed":
         return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     if precision != "32-true":
@@ -204,12 +217,45 @@ def measure_extra(overrides: list[str], epochs: int, repeats: int, fp32: Optiona
     return result
 
 
+def measure_loaders(repeats: int) -> dict[str, Any]:
+    """Samples/s of one epoch of batches alone (tensor batches, DataLoader, DataLoader with 2 workers), and
+    of the CNN's hand loop on digits fed by tensor batches or by a DataLoader; medians of `repeats` rounds."""
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as output_dir:
+        for name, overrides in LOADER_CASES.items():
+            datamodule = build(compose_cfg(overrides, 1, output_dir).data, "data")
+            datamodule.setup()
+            x, y = datamodule.splits["train"]
+            loaders = {
+                "tensor_batches": lambda: datamodule.train_dataloader(),
+                "dataloader": lambda: dataloader_batches(x, y, datamodule.batch_size),
+                "dataloader_2_workers": lambda: dataloader_batches(x, y, datamodule.batch_size, workers=2),
+            }
+            rates: dict[str, list[float]] = {loader: [] for loader in loaders}
+            for _ in range(repeats):
+                for loader, make in loaders.items():
+                    start = time.perf_counter()
+                    count = sum(len(targets) for _, targets in make())
+                    rates[loader].append(count / (time.perf_counter() - start))
+            result[f"{name}_batches_only"] = {loader: round(statistics.median(r)) for loader, r in rates.items()}
+        cfg = compose_cfg(CASES["cnn_digits"][0], CASES["cnn_digits"][1], output_dir)
+        seconds: dict[str, list[float]] = {"tensor_batches": [], "dataloader": []}
+        for _ in range(repeats):
+            seconds["tensor_batches"].append(run_hand(cfg))
+            seconds["dataloader"].append(run_hand(cfg, dataloader_batches))
+        medians = {loader: statistics.median(s) for loader, s in seconds.items()}
+        result["cnn_digits_hand_loop_s"] = {loader: round(s, 3) for loader, s in medians.items()}
+        result["cnn_digits_hand_loop_speedup_of_tensor_batches"] = round(medians["dataloader"] / medians["tensor_batches"], 2)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per case, after one warm-up round")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per timed run (default: per case)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads, for all sides")
-    parser.add_argument("--extras", action="store_true", help="also the ResNet with channels_last, compile, bf16-mixed")
+    parser.add_argument("--extras", action="store_true", help="also the ResNet with channels_last, compile, mixed precision")
+    parser.add_argument("--loaders", action="store_true", help="also tensor batches against torch's DataLoader")
     parser.add_argument("--cases", nargs="+", choices=[*CASES, *EXTRAS], help="only these cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -235,6 +281,8 @@ def main() -> None:
         else:
             result = measure(overrides, args.epochs or epochs, args.repeats)
         report["cases"][name] = result
+    if args.loaders:
+        report["loaders"] = measure_loaders(args.repeats)
     report["torch_threads_at_end"] = torch.get_num_threads()
     report["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
     print(json.dumps(report, indent=2))
