@@ -1,6 +1,6 @@
 """Training throughput of our Lightning path against a hand-written PyTorch loop (issue 5).
 
-    python scripts/bench_throughput.py [--repeats 5] [--epochs N] [--threads 2] [--extras] [--loaders] [--cases NAME ...]
+    python scripts/bench_throughput.py [--repeats 5] [--epochs N] [--threads 2] [--extras] [--loaders] [--fused] [--cases NAME ...]
 
 Three ways of training the same network (same seed, same initial weights) on the same in-memory
 training tensors, with the same batch size and optimizer, in this process, in turn, after one
@@ -24,13 +24,16 @@ the same setting, and against ours in plain fp32 (`speedup_vs_fp32`, of the medi
 machine cannot run is skipped with the reason. `--loaders` times the tensor-resident loader against
 torch's `DataLoader` over a `TensorDataset` (per-sample indexing and collation, as most training
 scripts load in-memory data): one epoch of batches only, and the hand loop of the CNN on digits fed
-by each (`loaders`).
+by each (`loaders`). `--fused` adds, for the CNN on digits, what closing its gap would take: Lightning's
+lightest loop (manual optimization, no logger, checkpoint or metrics) with 1 or 4 batches, or the whole
+epoch, per training step (`fused_*_ratio`).
 """
 
 import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import statistics
 import sys
@@ -173,25 +176,80 @@ def precision_context(precision: str) -> Callable[[], Any]:
     return contextlib.nullcontext
 
 
+class FusedSteps(pl.LightningModule):
+    """What closing the last gap would take: manual optimization, and several batches per Lightning step,
+    so that Lightning's per-step work is paid once per chunk; no logger, no checkpoint, no metrics."""
+
+    def __init__(self, net: torch.nn.Module, optimizer_factory: Callable[..., torch.optim.Optimizer]) -> None:
+        super().__init__()
+        self.net, self.optimizer_factory = net, optimizer_factory
+        self.automatic_optimization = False
+
+    def training_step(self, chunk: list[tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        for inputs, targets in chunk:
+            loss = F.cross_entropy(self.net(inputs), targets)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.net.parameters())
+
+
+class Chunks:
+    """An epoch of our tensor batches, `size` batches per item."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, size: int) -> None:
+        self.x, self.y, self.batch_size, self.size = x, y, batch_size, size
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(samples_per_epoch(len(self.y), self.batch_size) / self.batch_size) / self.size)
+
+    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        batches = list(sliced_batches(self.x, self.y, self.batch_size))
+        for begin in range(0, len(batches), self.size):
+            yield batches[begin : begin + self.size]
+
+
+def run_fused(cfg: DictConfig, chunk: int) -> float:
+    pl.seed_everything(cfg.seed, verbose=False)
+    datamodule, module = build_run(cfg)
+    x, y = datamodule.splits["train"]
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=cfg.trainer.max_epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    start = time.perf_counter()
+    trainer.fit(FusedSteps(module.net, build(cfg.optimizer, "optimizer")), train_dataloaders=Chunks(x, y, datamodule.batch_size, chunk))
+    return time.perf_counter() - start
+
+
 SIDES = {"ours": run_ours, "hand": run_hand, "floor": run_floor}
+FUSED_SIDES = {  # --fused: Lightning's lightest loop, 1 and 4 batches per step, and the whole epoch in one step
+    "fused_1": lambda cfg: run_fused(cfg, 1),
+    "fused_4": lambda cfg: run_fused(cfg, 4),
+    "fused_epoch": lambda cfg: run_fused(cfg, 10**9),
+}
 
 
-def measure(overrides: list[str], epochs: int, repeats: int) -> dict[str, Any]:
+def measure(overrides: list[str], epochs: int, repeats: int, fused: bool = False) -> dict[str, Any]:
     """A warm-up round, then `repeats` rounds of ours, hand and floor (in reverse every other round, so
     that a slow drift of the machine evens out); samples/s of each, and each round's ratios to hand."""
-    rates: dict[str, list[float]] = {side: [] for side in SIDES}
+    sides = {**SIDES, **(FUSED_SIDES if fused else {})}
+    rates: dict[str, list[float]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = compose_cfg(overrides, epochs, output_dir)
         datamodule = build(cfg.data, "data")
         datamodule.setup()
         samples = epochs * samples_per_epoch(len(datamodule.splits["train"][1]), datamodule.batch_size)
         for repeat in range(repeats + 1):
-            order = list(SIDES) if repeat % 2 == 0 else list(reversed(SIDES))
+            order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
             for side in order:
-                seconds = SIDES[side](cfg)
+                seconds = sides[side](cfg)
                 if repeat > 0:
                     rates[side].append(samples / seconds)
-    ratios = {side: [a / b for a, b in zip(rates[side], rates["hand"])] for side in ("ours", "floor")}
+    ratios = {side: [a / b for a, b in zip(rates[side], rates["hand"])] for side in sides if side != "hand"}
     return {
         "overrides": overrides,
         "epochs": epochs,
@@ -201,6 +259,7 @@ def measure(overrides: list[str], epochs: int, repeats: int) -> dict[str, Any]:
         "throughput_ratio": round(statistics.median(ratios["ours"]), 3),
         "throughput_ratios": [round(ratio, 3) for ratio in ratios["ours"]],
         "floor_ratio": round(statistics.median(ratios["floor"]), 3),
+        **{f"{side}_ratio": round(statistics.median(ratios[side]), 3) for side in FUSED_SIDES if side in ratios},
     }
 
 
@@ -256,6 +315,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads, for all sides")
     parser.add_argument("--extras", action="store_true", help="also the ResNet with channels_last, compile, mixed precision")
     parser.add_argument("--loaders", action="store_true", help="also tensor batches against torch's DataLoader")
+    parser.add_argument("--fused", action="store_true", help="also, for the CNN, Lightning with several batches per step")
     parser.add_argument("--cases", nargs="+", choices=[*CASES, *EXTRAS], help="only these cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -279,7 +339,7 @@ def main() -> None:
             fp32 = report["cases"].get("resnet_synthetic")
             result = measure_extra(overrides, args.epochs or epochs, args.repeats, fp32)
         else:
-            result = measure(overrides, args.epochs or epochs, args.repeats)
+            result = measure(overrides, args.epochs or epochs, args.repeats, fused=args.fused and name == "cnn_digits")
         report["cases"][name] = result
     if args.loaders:
         report["loaders"] = measure_loaders(args.repeats)
