@@ -3,6 +3,7 @@
 import inspect
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,9 +26,9 @@ def collect_results(stage_outputs: Mapping[str, Mapping[str, float]]) -> Results
 
 
 def write_metrics(path: Path, results: Results, extra: Mapping[str, Any]) -> None:
-    """Written to a temporary name and renamed, so a reader never sees half a file."""
+    """Written to a temporary name of this process's own and renamed, so a reader never sees half a file."""
     payload = {**results, **extra}
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
 
