@@ -1,7 +1,9 @@
 """Data modules: every built-in data set is held in memory as tensors and served in whole batches.
 
 A split is stratified and fixed by `split_seed`, so all trials of a sweep see the same split;
-normalization statistics come from the training split only.
+normalization statistics come from the training split only. With `cv.folds=k`, the samples outside
+the test split (the CV pool, in the data set's own order) are cut into k stratified folds by
+`fold_indices`, also fixed by `split_seed`: fold i is the validation split, the other folds train.
 """
 
 import math
@@ -17,6 +19,23 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_tune.errors import ConfigError
 
 Arrays = tuple[np.ndarray, np.ndarray]
+
+
+def fold_indices(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, val) indices into `labels` of each of `folds` stratified folds: scikit-learn's
+    `StratifiedKFold(folds, shuffle=True, random_state=seed)`, so anyone can rebuild them."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    smallest = int(counts[counts > 0].min()) if len(labels) else 0
+    if folds > smallest:  # a fold without some class: StratifiedKFold would only warn
+        valid = f"choose 2 to {smallest}" if smallest >= 2 else "it needs two samples of every class"
+        raise ConfigError(
+            f"cv.folds={folds} is more than the {smallest} sample(s) of the smallest class in the CV pool; "
+            f"{valid} (or null: no cross-validation)"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((len(labels), 1)), labels))
 
 
 class TensorBatches:
@@ -82,6 +101,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or 8 * batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.fold: Optional[tuple[int, int]] = None  # (index, count) with cv.folds: `use_fold`
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @abstractmethod
@@ -100,15 +120,48 @@ class ArrayDataModule(pl.LightningDataModule):
                 f"too small to stratify; make them larger ({str(error).splitlines()[0]})"
             ) from None
 
-    def load_splits(self) -> dict[str, Arrays]:
-        """Stratified train/val/test; data sets with an official test split override this."""
-        x, y = self.load()
+    def split_indices(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Stratified train/val(/test) indices into `load()`'s arrays."""
         held_out = self.val_fraction + self.test_fraction
-        x_train, x_rest, y_train, y_rest = self.split(x, y, held_out)
+        train, rest, _, y_rest = self.split(np.arange(len(y)), y, held_out)
         if self.test_fraction == 0:
-            return {"train": (x_train, y_train), "val": (x_rest, y_rest)}
-        x_val, x_test, y_val, y_test = self.split(x_rest, y_rest, self.test_fraction / held_out)
-        return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+            return {"train": train, "val": rest}
+        val, test, _, _ = self.split(rest, y_rest, self.test_fraction / held_out)
+        return {"train": train, "val": val, "test": test}
+
+    def load_splits(self) -> dict[str, Arrays]:
+        """Stratified train/val/test; data sets with an official test split override this and `cv_pool`."""
+        x, y = self.load()
+        return {name: (x[index], y[index]) for name, index in self.split_indices(y).items()}
+
+    def cv_pool(self) -> tuple[Arrays, Optional[Arrays]]:
+        """(pool, test) for cross-validation: every sample outside the test split, in `load()`'s order, and
+        the test split, the same as without cross-validation (None when `test_fraction` is 0)."""
+        x, y = self.load()
+        index = self.split_indices(y)
+        if "test" not in index:
+            return (x, y), None
+        pool = np.sort(np.concatenate([index["train"], index["val"]]))
+        return (x[pool], y[pool]), (x[index["test"]], y[index["test"]])
+
+    def use_fold(self, index: int, folds: int) -> None:
+        """Serve fold `index` of `folds` (`cv.folds`) as the validation split, the other folds as training."""
+        self.fold, self.splits = (index, folds), {}
+
+    def fold_splits(self) -> dict[str, Arrays]:
+        """The train/val(/test) arrays of the fold chosen by `use_fold`."""
+        assert self.fold is not None
+        index, folds = self.fold
+        (x, y), test = self.cv_pool()
+        train, val = fold_indices(y, folds, self.split_seed)[index]
+        arrays = {"train": (x[train], y[train]), "val": (x[val], y[val])}
+        return arrays if test is None else {**arrays, "test": test}
+
+    @property
+    def train_size(self) -> int:
+        """Samples in the training split (of this fold, with cross-validation)."""
+        self.setup()
+        return len(self.splits["train"][1])
 
     def source(self) -> Optional[tuple[Any, ...]]:
         """All that the split tensors depend on (not the batch size), so that the trials of an in-process
@@ -125,13 +178,14 @@ class ArrayDataModule(pl.LightningDataModule):
         if source is None:
             self.splits = self.normalized_splits()
             return
+        source = (*source, self.fold)
         if source not in LAST_SPLITS:
             LAST_SPLITS.clear()
             LAST_SPLITS[source] = self.normalized_splits()
         self.splits = LAST_SPLITS[source]
 
     def normalized_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        arrays = self.load_splits()
+        arrays = self.load_splits() if self.fold is None else self.fold_splits()
         x_train = arrays["train"][0].astype(np.float32)
         # Per-channel statistics for images, per-feature for tabular data; train split only.
         axes = (0, 2, 3) if x_train.ndim == 4 else 0
@@ -278,6 +332,9 @@ class TorchvisionDataModule(ArrayDataModule):
         x, y = self.load()
         x_train, x_val, y_train, y_val = self.split(x, y, self.val_fraction)
         return {"train": (x_train, y_train), "val": (x_val, y_val), "test": self._arrays(train=False)}
+
+    def cv_pool(self) -> tuple[Arrays, Optional[Arrays]]:
+        return self.load(), self._arrays(train=False)  # the official train split, and its test split
 
 
 class MNISTDataModule(TorchvisionDataModule):

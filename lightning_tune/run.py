@@ -1,5 +1,6 @@
 """One training run from a composed config: build, fit, evaluate the best checkpoint, report."""
 
+import copy
 import inspect
 import logging
 import pkgutil
@@ -16,11 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from lightning_tune.cv import RunOutcome, cross_validate, cv_folds
 from lightning_tune.data import ArrayDataModule
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import OptimizedMetric, objective_names
@@ -103,13 +105,14 @@ def check_optimization(module: ClassificationModule, max_epochs: Optional[int]) 
             raise ConfigError(f"scheduler: {type(error).__name__}: {error}".splitlines()[0]) from None
 
 
-def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path) -> pl.Trainer:
-    """The Trainer with our checkpointing, the user's `callbacks`, and a sweep trial's pruning."""
+def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path, epoch_pruning: bool = True) -> pl.Trainer:
+    """The Trainer with our checkpointing, the user's `callbacks`, and a sweep trial's pruning by epoch
+    (not with cross-validation, where the trial reports once per fold)."""
     logger = build(cfg.logger, "logger") if cfg.get("logger") else False
     callbacks: list[pl.Callback] = [
         build(callback, f"callbacks.{name}") for name, callback in (cfg.get("callbacks") or {}).items()
     ]
-    if cfg.get("trial") and cfg.trial.get("number") is not None:
+    if epoch_pruning and cfg.get("trial") and cfg.trial.get("number") is not None:
         from lightning_tune.sweeping.trial import trial_callbacks
 
         callbacks += trial_callbacks(cfg.trial, metric.name)
@@ -163,11 +166,15 @@ def measure_latency_ms(net: nn.Module, input_shape: tuple[int, ...], repeats: in
     return statistics.median(timings[3:])
 
 
-def build_run(cfg: DictConfig) -> tuple[ArrayDataModule, ClassificationModule]:
-    """The data and the LightningModule of a run; everything that can reject the config is built
-    here, before the first file is written."""
-    regularization: Regularization = build(cfg.regularization, "regularization")
+def build_run(cfg: DictConfig, fold: Optional[tuple[int, int]] = None) -> tuple[ArrayDataModule, ClassificationModule]:
+    """The data (fold `fold[0]` of `fold[1]` with cross-validation) and the LightningModule of a run;
+    everything that can reject the config is built here, before the first file is written."""
+    configured = build(cfg.regularization, "regularization")
     datamodule: ArrayDataModule = build(cfg.data, "data")
+    if fold is not None:
+        datamodule.use_fold(*fold)
+    # regularization=sklearn scales its penalty by the training split's size; the others stay as they are
+    regularization: Regularization = configured.for_train_size(datamodule.train_size)
     net = build_network(cfg.model, datamodule, regularization.dropout)
     if flag(cfg, "compile"):
         compile_network(net)
@@ -185,7 +192,8 @@ def build_run(cfg: DictConfig) -> tuple[ArrayDataModule, ClassificationModule]:
 
 
 def train(cfg: DictConfig) -> Union[float, list[float]]:
-    """Fit, evaluate the best checkpoint on val and test, write metrics.json.
+    """Fit, evaluate the best checkpoint on val and test, write metrics.json; with `cv.folds=k`, once per
+    fold (`lightning_tune.cv`), with the folds' means in metrics.json.
 
     Returns `optimized_metric`, or the list of `objectives` for a multi-objective sweep.
     """
@@ -193,11 +201,37 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
     objectives = objective_names(cfg)
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an int")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule, module = build_run(cfg)
+    folds = cv_folds(cfg)
+    if folds is None:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule, module = build_run(cfg)
+        values = fit_and_evaluate(cfg, datamodule, module, metric, objectives).values
+    else:
+
+        def fit_fold(index: int, output_dir: Path) -> RunOutcome:
+            pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every fold starts alike
+            datamodule, module = build_run(cfg, fold=(index, folds))
+            fold_cfg = copy.deepcopy(cfg)
+            with open_dict(fold_cfg):
+                fold_cfg.output_dir = str(output_dir)  # the fold's checkpoints and logs (`${output_dir}`)
+            return fit_and_evaluate(fold_cfg, datamodule, module, metric, objectives, epoch_pruning=False)
+
+        values = cross_validate(cfg, folds, objectives, fit_fold)
+    return values if cfg.get("objectives") else values[0]
+
+
+def fit_and_evaluate(
+    cfg: DictConfig,
+    datamodule: ArrayDataModule,
+    module: ClassificationModule,
+    metric: OptimizedMetric,
+    objectives: list[str],
+    epoch_pruning: bool = True,
+) -> RunOutcome:
+    """Fit in `cfg.output_dir`, evaluate the best checkpoint on val and test, write metrics.json there."""
     net = module.net
     output_dir = Path(cfg.output_dir)
-    trainer = build_trainer(cfg, metric, output_dir)
+    trainer = build_trainer(cfg, metric, output_dir, epoch_pruning)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     if cfg.lr_find:
@@ -226,10 +260,11 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
     extra = {"optimized_metric": metric.name, "value": results["val"][metric.metric], "epochs": trainer.current_epoch}
     if cfg.get("objectives"):
         extra["objectives"] = dict(zip(objectives, values))
-    write_metrics(output_dir / "metrics.json", results, {**extra, "best_checkpoint": checkpoint})
+    if trainer.is_global_zero:  # under DDP every process gets here, with the same (reduced) metrics
+        write_metrics(output_dir / "metrics.json", results, {**extra, "best_checkpoint": checkpoint})
     log_hparams(trainer.loggers, cfg, {stage: results[stage] for stage in stage_outputs})
     log.info("best checkpoint: %s\n%s", checkpoint, format_table(results))
-    return values if cfg.get("objectives") else values[0]
+    return RunOutcome(values, results, trainer.current_epoch)
 
 
 def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:

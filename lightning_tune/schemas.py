@@ -98,6 +98,15 @@ class RegularizationSchema(Target):
     exclude_bias_and_norm: bool = MISSING
 
 
+@dataclass
+class SklearnRegularizationSchema(Target):
+    C: float = MISSING
+    penalty: str = MISSING
+    l1_ratio: float = MISSING
+    dropout: float = MISSING
+    exclude_bias_and_norm: bool = MISSING
+
+
 # --- data ----------------------------------------------------------------------------------------
 @dataclass
 class DataSchema(Target):
@@ -193,7 +202,7 @@ SCHEMAS = {
         "onecycle": OneCycleSchema,
         "plateau": PlateauSchema,
     },
-    "regularization": {"regularization": RegularizationSchema},
+    "regularization": {"regularization": RegularizationSchema, "sklearn": SklearnRegularizationSchema},
     "data": {"array": DataSchema, "synthetic": SyntheticDataSchema, "vision": VisionDataSchema},
     "model": {"cnn": CNNSchema, "resnet": ResNetSchema, "mlp": MLPSchema, "linear": LinearSchema},
     "launcher": {"joblib": JoblibLauncherSchema, "slurm": SlurmLauncherSchema},

@@ -47,6 +47,8 @@ BAD_INPUTS = [
     ("data.batch_size=0", "data.batch_size", True),
     ("model=resnet model.depth=6", "model.depth", True),
     ("data=mnist", "data=mnist", True),
+    ("cv.folds=1", "cv.folds", True),
+    ("data=iris model=linear cv.folds=41", "cv.folds", True),  # iris' CV pool holds 40 flowers of each class
 ]
 
 

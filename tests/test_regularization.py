@@ -10,7 +10,7 @@ from torch import nn
 from lightning_tune.errors import ConfigError
 from lightning_tune.module import ClassificationModule
 from lightning_tune.optim import build_optimizer
-from lightning_tune.regularization import Regularization, split_parameters
+from lightning_tune.regularization import Regularization, SklearnRegularization, split_parameters
 
 WEIGHT = [[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]]  # sum |w| = 21, sum w^2 = 91
 BIAS = [0.5, -1.5]  # sum |b| = 2, sum b^2 = 2.5
@@ -159,3 +159,52 @@ def test_training_step_loss_is_cross_entropy_plus_penalty() -> None:
     torch.testing.assert_close(module.training_step((x, y), 0), expected)
     plain = ClassificationModule(net, functools.partial(torch.optim.SGD, lr=0.1), num_classes=2)
     torch.testing.assert_close(plain.training_step((x, y), 0), F.cross_entropy(net(x), y))
+
+
+@pytest.mark.parametrize(
+    "penalty, l1, l2",
+    [("l1", 1 / 60, 0.0), ("l2", 0.0, 1 / 60), ("elasticnet", 0.25 / 60, 0.75 / 60), ("none", 0.0, 0.0)],
+)
+def test_sklearn_c_and_penalty_become_l1_and_l2_over_c_times_n(penalty: str, l1: float, l2: float) -> None:
+    """scikit-learn's C * sum(loss) + penalty(w) is mean loss + penalty(w) / (C * n): C=0.5, n=120."""
+    regularization = SklearnRegularization(C=0.5, penalty=penalty, l1_ratio=0.25, dropout=0.1).for_train_size(120)
+    assert (regularization.l1, regularization.l2) == (pytest.approx(l1), pytest.approx(l2))
+    assert regularization.l2_mode == "penalty" and regularization.dropout == 0.1
+    assert regularization.exclude_bias_and_norm  # the intercept is not penalized, as in scikit-learn
+
+
+def test_sklearn_solution_is_a_stationary_point_of_our_loss() -> None:
+    """Our training loss with regularization=sklearn has zero gradient at LogisticRegression's own optimum."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_iris(return_X_y=True)
+    x = StandardScaler().fit_transform(x)
+    fitted = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(x, y)  # l2, multinomial
+    net = nn.Linear(4, 3).double()
+    with torch.no_grad():
+        net.weight.copy_(torch.from_numpy(fitted.coef_))
+        net.bias.copy_(torch.from_numpy(fitted.intercept_))
+    regularization = SklearnRegularization(C=0.5, penalty="l2").for_train_size(len(y))
+    module = ClassificationModule(net, functools.partial(torch.optim.SGD, lr=0.1), 3, regularization=regularization)
+    module.training_step((torch.from_numpy(x), torch.from_numpy(y)), 0).backward()
+    assert net.weight.grad.abs().max() < 1e-6 and net.bias.grad.abs().max() < 1e-6
+    wrong = SklearnRegularization(C=0.5, penalty="l2").for_train_size(1)  # 1/C without n: not the optimum
+    net.zero_grad()
+    ClassificationModule(net, functools.partial(torch.optim.SGD, lr=0.1), 3, regularization=wrong).training_step(
+        (torch.from_numpy(x), torch.from_numpy(y)), 0
+    ).backward()
+    assert net.weight.grad.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"C": 0.0}, "regularization.C"), ({"penalty": "l3"}, "regularization.penalty"),
+     ({"l1_ratio": 1.5}, "regularization.l1_ratio"), ({"dropout": 1.0}, "regularization.dropout")],
+)  # fmt: skip
+def test_bad_sklearn_values_raise_one_line_config_error_naming_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        SklearnRegularization(**kwargs)
+    message = str(error.value)
+    assert key in message and "\n" not in message

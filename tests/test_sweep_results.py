@@ -1,6 +1,7 @@
 """A sweep's results and report, from real Optuna studies in SQLite with hand-made trials."""
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -303,3 +304,31 @@ def test_report_script_rejects_bad_inputs(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("error: --study-name:") and "2 studies (first, second)" in done.stderr
     assert not (tmp_path / "report.md").exists()
+
+
+def test_cv_std_columns_come_from_the_trial_attr_or_its_metrics_json(tmp_path: Path) -> None:
+    """Cross-validated trials (`cv.folds`): `cv_std` per objective, from the study or, where the sweeper's
+    cached copy of a trial lacks the attr, from the trial's metrics.json."""
+    sweep = tmp_path / "sweep"
+    study = new_study(sweep, ["val/acc", "model/params"], ["maximize", "minimize"])
+    study.add_trial(create_trial(  # as the trial's process records it, no metrics.json needed
+        state=TrialState.COMPLETE, values=[0.9, 100.0], params={"optimizer.lr": 1e-3},
+        distributions={"optimizer.lr": DISTRIBUTIONS["optimizer.lr"]},
+        user_attrs={"cv_std": {"val/acc": 0.02, "model/params": 0.0}},
+    ))  # fmt: skip
+    run_dir = add(study, sweep, TrialState.COMPLETE, [0.8, 200.0], **{"optimizer.lr": 2e-3})
+    cv = {"objectives": {"val/acc": {"mean": 0.8, "std": 0.05}, "model/params": {"mean": 200.0, "std": 0.0}}}
+    (run_dir / "metrics.json").write_text(json.dumps({"value": 0.8, "cv": cv}))
+    add(study, sweep, TrialState.COMPLETE, [0.7, 300.0], **{"optimizer.lr": 3e-3})  # a run without cv.folds
+    write_progress(study, sweep)
+    rows = read_csv(sweep / "trials.csv")
+    assert list(rows[0])[2:6] == ["val/acc", "model/params", "val/acc_cv_std", "model/params_cv_std"]
+    assert [(row["val/acc_cv_std"], row["model/params_cv_std"]) for row in rows] == [
+        ("0.02", "0.0"), ("0.05", "0.0"), ("", "")
+    ]
+
+
+def test_no_cv_std_column_without_cross_validation(single: tuple[optuna.Study, Path]) -> None:
+    study, sweep = single
+    write_progress(study, sweep)
+    assert not any("cv_std" in column for column in read_csv(sweep / "trials.csv")[0])

@@ -8,6 +8,7 @@ existing study.
 
 import csv
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -31,6 +32,7 @@ PLOTS = {  # file in plots/ -> its title in report.md
     "pareto_front.png": "Pareto front",
 }
 TOP_TRIALS = 10  # rows in report.md's table of the best trials
+CV_STD_ATTR = "cv_std"  # trial user attr with cv.folds: {objective: standard deviation over the folds}
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -102,20 +104,46 @@ def duration_s(trial: FrozenTrial) -> Optional[float]:
     return None if trial.duration is None else round(trial.duration.total_seconds(), 3)
 
 
+def cv_stds(trial: FrozenTrial) -> Optional[dict[str, float]]:
+    """With `cv.folds`: each objective's standard deviation over the folds, else None.
+
+    The trial's process records it in the study (user attr `cv_std`), but the sweeper's Optuna caches
+    the trials it runs and does not see that attr; the trial's metrics.json, which holds it too, stands in.
+    """
+    if isinstance(stds := trial.user_attrs.get(CV_STD_ATTR), dict):
+        return stds
+    run_dir = trial.user_attrs.get("run_dir")
+    if trial.state != TrialState.COMPLETE or not run_dir:
+        return None
+    try:
+        objectives = json.loads((Path(run_dir) / "metrics.json").read_text())["cv"]["objectives"]
+        return {name: entry["std"] for name, entry in objectives.items()}
+    except (OSError, ValueError, KeyError, TypeError):  # no file, or a run without cv.folds
+        return None
+
+
 def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
-    """One row per trial; a blank cell where a trial has no value, param or attribute."""
+    """One row per trial; a blank cell where a trial has no value, param or attribute.
+
+    With cross-validation (`cv.folds`), the value is the folds' mean and `cv_std` (one objective) or
+    `<objective>_cv_std` (several) their standard deviation."""
     value_columns = ["value"] if len(names) == 1 else list(names)
     params = param_names(trials)
+    stds = {trial.number: cv_stds(trial) for trial in trials}
+    std_columns = [] if not any(stds.values()) else ["cv_std"] if len(names) == 1 else [f"{n}_cv_std" for n in names]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["number", "state", *value_columns, *params, "trial_seed", "duration_s", "run_dir", "fail_reason", "job_id", "log"]
-    )
+        ["number", "state", *value_columns, *std_columns, *params, "trial_seed", "duration_s", "run_dir",
+         "fail_reason", "job_id", "log"]
+    )  # fmt: skip
     for trial in trials:
+        trial_stds = stds[trial.number] or {}
         row = [
             trial.number,
             trial.state.name,
             *(trial.values or [None] * len(value_columns)),
+            *(trial_stds.get(name) for name in names[: len(std_columns)]),
             *(trial.params.get(param) for param in params),
             trial.user_attrs.get("trial_seed"),
             duration_s(trial),

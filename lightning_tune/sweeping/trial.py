@@ -2,15 +2,21 @@
 
 The sweeper passes `trial.number`, `trial.study_name` and `trial.storage` as overrides, so a trial
 reaches the study the same way in-process, in a joblib worker or in a SLURM job.
+
+Without cross-validation a trial reports after each validation (step = epoch). With `cv.folds=k` it
+reports once per finished fold instead (step = fold index) the running mean of the folds so far: the
+epochs of different folds would clash under the same steps. At its end it records the standard
+deviation over the folds as the trial's user attr `cv_std` ({objective: std}).
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import optuna
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lightning_tune.sweeping.results import CV_STD_ATTR
 from lightning_tune.sweeping.study import PRUNER_ATTR, open_storage
 
 
@@ -30,15 +36,52 @@ class PruningCallback(pl.Callback):
             raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.monitor}={value:.4f}")
 
 
+def open_trial(trial_cfg: DictConfig) -> tuple[optuna.trial.Trial, bool]:
+    """This trial, through the study's storage, and whether it is to be pruned: a pruner is configured and
+    the study has one objective (Optuna prunes single-objective studies only)."""
+    storage = open_storage(trial_cfg.storage)
+    study = optuna.load_study(study_name=trial_cfg.study_name, storage=storage)
+    pruner_cfg = study.user_attrs.get(PRUNER_ATTR)
+    prunes = len(study.directions) == 1 and bool(pruner_cfg)
+    if prunes:
+        study.pruner = instantiate(pruner_cfg)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_cfg.number)
+    return optuna.trial.Trial(study, trial_id), prunes
+
+
 def trial_callbacks(trial_cfg: DictConfig, monitor: str) -> list[Any]:
     """The pruning callback of this trial, or nothing for a plain run or a multi-objective study."""
     if trial_cfg is None or trial_cfg.get("number") is None:
         return []
-    storage = open_storage(trial_cfg.storage)
-    study = optuna.load_study(study_name=trial_cfg.study_name, storage=storage)
-    pruner_cfg = study.user_attrs.get(PRUNER_ATTR)
-    if len(study.directions) > 1 or not pruner_cfg:
-        return []  # Optuna prunes single-objective studies only
-    study.pruner = instantiate(pruner_cfg)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_cfg.number)
-    return [PruningCallback(optuna.trial.Trial(study, trial_id), monitor)]
+    trial, prunes = open_trial(trial_cfg)
+    return [PruningCallback(trial, monitor)] if prunes else []
+
+
+class FoldReporter:
+    """With `cv.folds`: the running mean after each fold to the pruner; the folds' spread at the end."""
+
+    def __init__(self, trial: optuna.trial.Trial, prunes: bool, monitor: str, folds: int) -> None:
+        self.trial, self.prunes, self.monitor, self.folds = trial, prunes, monitor, folds
+
+    def fold_done(self, fold: int, running_mean: float) -> None:
+        """Report the mean of folds 0..`fold`; raise `optuna.TrialPruned` if the pruner stops the trial.
+
+        After the last fold there is nothing left to save: the trial completes."""
+        if not self.prunes:
+            return
+        self.trial.report(running_mean, step=fold)
+        if fold + 1 < self.folds and self.trial.should_prune():
+            raise optuna.TrialPruned(
+                f"pruned after fold {fold + 1} of {self.folds}: mean {self.monitor}={running_mean:.4f}"
+            )
+
+    def finished(self, stds: dict[str, float]) -> None:
+        self.trial.set_user_attr(CV_STD_ATTR, stds)
+
+
+def fold_reporter(trial_cfg: DictConfig, monitor: str, folds: int) -> Optional[FoldReporter]:
+    """This trial's `FoldReporter`, or None for a plain run."""
+    if trial_cfg is None or trial_cfg.get("number") is None:
+        return None
+    trial, prunes = open_trial(trial_cfg)
+    return FoldReporter(trial, prunes, monitor, folds)
