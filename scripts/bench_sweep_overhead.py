@@ -8,8 +8,9 @@ loops (fit with its validation, then the final validate and test of the best che
 process's resident memory when the trial ends. Prints JSON:
 
 - `overhead_per_trial_s`: (sweep wall time - time inside the loops) / trials. The wall time is the
-  whole command, interpreter start and imports included; `startup_s` is that part, measured as the
-  cold start of `python train.py --help`, and `overhead_per_trial_after_startup_s` leaves it out.
+  whole command, interpreter start and imports included. `startup_s` runs to the first trial's
+  Trainer (imports, the study, the first data load), `teardown_s` from the last trial's end to the
+  exit (the report and its plots), and `overhead_per_trial_steady_s` is the overhead between them.
 - `train_fraction`: time inside the loops / sweep wall time.
 - `rss_mb_at_start` of each trial (what the sweep holds between trials; a leak shows here) and
   `rss_growth_trial2_to_last` of it: memory must not grow from trial to trial. `rss_mb_at_end` is taken
@@ -52,7 +53,7 @@ class LoopTimer(pl.Callback):
         self.seconds = 0.0
         self.started = 0.0
         self.rss_at_start = rss_mb()  # built with the Trainer: the data and model exist, nothing has trained
-
+        self.created_at = time.time()
 
     def _start(self, *args: Any) -> None:
         self.started = time.perf_counter()
@@ -74,22 +75,23 @@ class LoopTimer(pl.Callback):
     def on_test_end(self, *args: Any) -> None:
         self._stop()
         with open(os.environ[TIMES_ENV], "a") as times:
-            record = {"loops_s": self.seconds, "rss_at_start": self.rss_at_start, "rss_at_end": rss_mb()}
+            record = {"loops_s": self.seconds, "rss_at_start": self.rss_at_start, "rss_at_end": rss_mb(),
+                      "created_at": self.created_at, "ended_at": time.time()}  # fmt: skip
             times.write(json.dumps(record) + "\n")
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a command; ru_maxrss of children is the largest so far, so each
-    command is run in a fresh `python` that reports its own child's."""
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float, float]:
+    """Wall seconds, peak RSS (MB), start and end (epoch seconds) of a command; ru_maxrss of children is
+    the largest so far, so each command is run in a fresh `python` that reports its own child's."""
     probe = (
-        "import resource, subprocess, sys, time; start = time.perf_counter();"
+        "import resource, subprocess, sys, time; start = time.time();"
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL);"
-        "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
+        "print(time.time() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, start, time.time())"
     )
     output = subprocess.run([sys.executable, "-c", probe, *command], cwd=ROOT, env=env, check=True,
                             capture_output=True, text=True).stdout  # fmt: skip
-    wall, peak = output.split()
-    return float(wall), float(peak)
+    wall, peak, start, end = map(float, output.split())
+    return wall, peak, start, end
 
 
 def best_of(repeats: int, command: list[str], env: dict[str, str]) -> float:
@@ -107,14 +109,16 @@ def main() -> None:
         env[TIMES_ENV] = str(Path(tmp) / "times.jsonl")
         sweep = [python, "train.py", "-m", "hparams_search=random", *TRIAL, f"hydra.sweeper.n_trials={args.trials}",
                  "+callbacks.loop_timer._target_=bench_sweep_overhead.LoopTimer", f"hydra.sweep.dir={tmp}/sweep"]  # fmt: skip
-        sweep_wall, sweep_peak = timed(sweep, env)
+        sweep_wall, sweep_peak, sweep_start, sweep_end = timed(sweep, env)
         trials = [json.loads(line) for line in Path(env[TIMES_ENV]).read_text().splitlines()]
         assert len(trials) == args.trials, f"{len(trials)} trials timed of {args.trials}"
-        startup = best_of(args.repeats, [python, "train.py", "--help"], env)
+        help_start = best_of(args.repeats, [python, "train.py", "--help"], env)
         import_torch = best_of(args.repeats, [python, "-c", "import torch"], env)
         one_epoch = best_of(args.repeats, [python, "train.py", "trainer.max_epochs=1", f"hydra.run.dir={tmp}/run"], env)
-        _, default_peak = timed([python, "train.py", f"hydra.run.dir={tmp}/default"], env)
+        default_peak = timed([python, "train.py", f"hydra.run.dir={tmp}/default"], env)[1]
     loops = sum(trial["loops_s"] for trial in trials)
+    # from the first trial's Trainer to the last trial's end: the sweep's steady state, start and end left out
+    steady = trials[-1]["ended_at"] - trials[0]["created_at"] - loops
     rss = [round(trial["rss_at_start"], 1) for trial in trials]
     result = {
         "command": " ".join(["python train.py -m hparams_search=random", *TRIAL, f"hydra.sweeper.n_trials={args.trials}"]),
@@ -122,7 +126,9 @@ def main() -> None:
         "sweep_wall_s": round(sweep_wall, 2),
         "inside_loops_s": round(loops, 2),
         "overhead_per_trial_s": round((sweep_wall - loops) / args.trials, 3),
-        "overhead_per_trial_after_startup_s": round((sweep_wall - startup - loops) / args.trials, 3),
+        "startup_s": round(trials[0]["created_at"] - sweep_start, 2),  # to the first trial's Trainer
+        "teardown_s": round(sweep_end - trials[-1]["ended_at"], 2),  # report, plots, exit
+        "overhead_per_trial_steady_s": round(steady / args.trials, 3),
         "train_fraction": round(loops / sweep_wall, 3),
         "rss_mb_at_start": rss,
         "rss_mb_at_end": [round(trial["rss_at_end"], 1) for trial in trials],
@@ -130,7 +136,7 @@ def main() -> None:
         "peak_rss_mb": {"sweep": round(sweep_peak), "default_run": round(default_peak)},
         "cold_start_s": {  # best of --repeats
             "import_torch": round(import_torch, 2),  # python -c "import torch"
-            "help": round(startup, 2),  # python train.py --help
+            "help": round(help_start, 2),  # python train.py --help
             "one_epoch_run": round(one_epoch, 2),  # python train.py trainer.max_epochs=1
         },
     }

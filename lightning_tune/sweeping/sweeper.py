@@ -410,8 +410,10 @@ class TuningSweeper(OptunaSweeperImpl):
         shown = ", ".join(f"{v:.4f}" for v in frozen.values) if frozen.values else frozen.user_attrs.get("fail_reason", "")
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = ""
-        if complete and len(study.directions) == 1:
-            best = f"; best {study.best_value:.4f} (trial {study.best_trial.number})"
+        if complete and len(study.directions) == 1:  # from the trials at hand: study.best_trial queries the database
+            pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+            leader = pick(complete, key=lambda t: t.value)
+            best = f"; best {leader.value:.4f} (trial {leader.number})"
         log.info(
             "Trial %d (%d of %d finished) %s: %s in %.1f s%s",
             trial.number, self._finished(study), n_trials, frozen.state.name, shown, duration, best,
