@@ -1,6 +1,6 @@
 """Training throughput of our Lightning path against a hand-written PyTorch loop (issue 5).
 
-    python scripts/bench_throughput.py [--repeats 5] [--epochs N] [--threads 2] [--extras] [--loaders] [--fused] [--cases NAME ...]
+    python scripts/bench_throughput.py [--repeats 5] [--epochs N] [--threads 2] [--extras] [--loaders] [--fused] [--num-samples N] [--cases NAME ...]
 
 Three ways of training the same network (same seed, same initial weights) on the same in-memory
 training tensors, with the same batch size and optimizer, in this process, in turn, after one
@@ -316,6 +316,7 @@ def main() -> None:
     parser.add_argument("--extras", action="store_true", help="also the ResNet with channels_last, compile, mixed precision")
     parser.add_argument("--loaders", action="store_true", help="also tensor batches against torch's DataLoader")
     parser.add_argument("--fused", action="store_true", help="also, for the CNN, Lightning with several batches per step")
+    parser.add_argument("--num-samples", type=int, help="data.num_samples of the synthetic cases (default: per case)")
     parser.add_argument("--cases", nargs="+", choices=[*CASES, *EXTRAS], help="only these cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -335,6 +336,8 @@ def main() -> None:
     }
     for name in names:
         overrides, epochs = {**CASES, **EXTRAS}[name]
+        if args.num_samples and "data=synthetic" in overrides:
+            overrides = [*overrides, f"data.num_samples={args.num_samples}"]
         if name in EXTRAS:
             fp32 = report["cases"].get("resnet_synthetic")
             result = measure_extra(overrides, args.epochs or epochs, args.repeats, fp32)

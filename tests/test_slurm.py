@@ -28,7 +28,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 from submitit.core.utils import UncompletedJobError
-from sweeping import ENV, PRUNING, TINY, Sweep, command, enqueue, run_sweep
+from sweeping import ENV, ONLY_LR, PRUNING, TINY, Sweep, command, enqueue, run_sweep
 
 from lightning_tune import requeue
 from lightning_tune.errors import ConfigError
@@ -315,6 +315,26 @@ def test_pruning_works_across_slurm_jobs(partition, tmp_path):
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
     assert all(max(trial.intermediate_values) < 2 for trial in trials[2:])  # stopped inside their jobs
     assert len({row["job_id"] for row in sweep.rows()}) == 4
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_cross_validated_trials_run_and_prune_by_fold_in_their_jobs(partition, tmp_path):
+    sweep = run_sweep(
+        tmp_path / "sweep",
+        *on_slurm(partition, "hparams_search=random", *ONLY_LR, *TINY, "cv.folds=3", "hydra.sweeper.n_trials=2",
+                  enqueue({"optimizer.lr": "0.003"}, {"optimizer.lr": "1e-06"}), "launcher.array_parallelism=1",
+                  "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1"),
+    ).ok()  # fmt: skip
+    good, bad = sweep.trials()
+    assert (good.state, bad.state) == (TrialState.COMPLETE, TrialState.PRUNED)
+    assert bad.user_attrs["fail_reason"].startswith("pruned after fold 1 of 3")
+    metrics = json.loads((sweep.dir / "0" / "metrics.json").read_text())
+    folds = sorted(path.parent.name for path in (sweep.dir / "0").glob("fold_*/metrics.json"))
+    assert folds == ["fold_0", "fold_1", "fold_2"]
+    assert good.value == pytest.approx(sum(metrics["cv"]["values"]) / 3)
+    row = sweep.rows()[0]
+    assert re.fullmatch(r"\d+(_\d+)?", row["job_id"]) and float(row["cv_std"]) == pytest.approx(metrics["cv"]["std"])
 
 
 def wait_for(
