@@ -40,7 +40,9 @@ def sklearn_penalty(params: dict) -> str:
 
 @pytest.mark.slow
 def test_iris_grid_matches_gridsearchcv_within_two_points(tmp_path):
-    sweep = run_sweep(tmp_path / "sweep", "experiment=iris_logreg_grid", "logger=none").ok()
+    sweep = run_sweep(
+        tmp_path / "sweep", "experiment=iris_logreg_grid", "logger=none", "launcher=joblib", "launcher.n_jobs=2"
+    ).ok()
     rows = sweep.rows()
     assert len(rows) == 12 and {row["state"] for row in rows} == {"COMPLETE"}
     ours = {(float(row["regularization.C"]), row["regularization.penalty"]): float(row["value"]) for row in rows}
