@@ -326,6 +326,10 @@ def test_cv_std_columns_come_from_the_trial_attr_or_its_metrics_json(tmp_path: P
     assert [(row["val/acc_cv_std"], row["model/params_cv_std"]) for row in rows] == [
         ("0.02", "0.0"), ("0.05", "0.0"), ("", "")
     ]
+    report = write_report(study, sweep).read_text()  # the top trials show the folds' spread too
+    header = next(line for line in report.splitlines() if line.startswith("| trial | val/acc"))
+    assert "| val/acc cv_std | model/params cv_std |" in header
+    assert any(line.startswith("| 0 | 0.9 | 100 | 0.02 | 0 |") for line in report.splitlines()), report
 
 
 def test_no_cv_std_column_without_cross_validation(single: tuple[optuna.Study, Path]) -> None:

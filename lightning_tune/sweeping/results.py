@@ -307,12 +307,16 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
         sign = 1.0 if maximize[0] else -1.0
         top = sorted(complete, key=lambda t: (-sign * t.values[0], t.number))[:TOP_TRIALS]
         on_front = {trial.number for trial in front}
-        header = ["trial", *names, *(["Pareto"] if front else []), *params, "duration_s"]
+        stds = {t.number: cv_stds(t) or {} for t in top}  # with cv.folds: the spread over the folds
+        std_names = [n for n in names if any(n in spread for spread in stds.values())]
+        header = ["trial", *names, *(f"{n} cv_std" for n in std_names), *(["Pareto"] if front else []), *params,
+                  "duration_s"]  # fmt: skip
         rows = [
-            [t.number, *t.values, *(["yes" if t.number in on_front else ""] if front else []),
-             *(t.params.get(p) for p in params), duration_s(t)]
+            [t.number, *t.values, *(stds[t.number].get(n) for n in std_names),
+             *(["yes" if t.number in on_front else ""] if front else []), *(t.params.get(p) for p in params),
+             duration_s(t)]
             for t in top
-        ]
+        ]  # fmt: skip
         lines += [f"## Top {len(top)} trials by `{names[0]}`", "", *table(header, rows), ""]
 
     lines += ["## Optimization history", ""]
