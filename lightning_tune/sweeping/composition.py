@@ -12,6 +12,7 @@ trial's overrides (adding or deleting a group, a package, a `hydra.*` key) is le
 import copy
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from hydra import __version__, version
@@ -28,11 +29,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 
+@dataclass
 class Composed:
     """A config composed from one set of group choices, before any value override."""
 
-    def __init__(self, config: DictConfig, known_choices: dict[str, Any], repo: CachingConfigRepository) -> None:
-        self.config, self.known_choices, self.repo = config, known_choices, repo
+    config: DictConfig
+    known_choices: dict[str, Any]
+    repo: CachingConfigRepository
 
 
 class TrialConfigLoader:
