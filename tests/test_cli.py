@@ -139,3 +139,18 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     run_dir = tmp_path / "run"
     assert 0.0 <= json.loads((run_dir / "metrics.json").read_text())["value"] <= 1.0
     assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["best.ckpt"]
+
+
+@pytest.mark.slow
+def test_ddp_with_cross_validation(tmp_path):
+    """Both ranks train every fold together; the folds' results and their mean are written once, whole."""
+    overrides = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *fast_without("trainer="),
+                 "data=iris", "model=linear", "cv.folds=2"]  # fmt: skip
+    result = train_py(tmp_path, *overrides)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["value"] == pytest.approx(sum(metrics["cv"]["values"]) / 2)
+    for fold in ("fold_0", "fold_1"):
+        assert json.loads((run_dir / fold / "metrics.json").read_text())["value"] in metrics["cv"]["values"]
+    assert not list(run_dir.rglob("*.tmp"))
