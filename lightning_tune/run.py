@@ -250,8 +250,8 @@ def fit_and_evaluate(
     stage_outputs = {
         "val": trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0],
     }
-    if "test" in datamodule.splits:
-        stage_outputs["test"] = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0]
+    if "test" in datamodule.splits:  # validate loaded the best weights into the module: no second load
+        stage_outputs["test"] = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     results = collect_results(stage_outputs)
     results["model"] = {"params": float(sum(p.numel() for p in net.parameters() if p.requires_grad))}
     if "model/latency_ms" in objectives:

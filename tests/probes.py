@@ -29,3 +29,15 @@ class LeakProbe(pl.Callback):
         alive = {"trainers": live(pl.Trainer), "modules": live(pl.LightningModule), "writers": live(SummaryWriter)}
         with open(os.environ["PROBE_FILE"], "a") as probe:
             probe.write(json.dumps({**alive, "rss_mb": rss_mb()}) + "\n")
+
+
+class ScrambleWeightsAfterFit(pl.Callback):
+    """Zeroes the network's weights once training ends: any evaluation that does not reload the best
+    checkpoint then scores at chance."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import torch
+
+        with torch.no_grad():
+            for parameter in pl_module.parameters():
+                parameter.zero_()

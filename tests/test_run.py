@@ -24,6 +24,14 @@ def test_run_writes_metrics_json_and_returns_the_optimized_metric(make_cfg, tmp_
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
 
 
+def test_val_and_test_metrics_are_the_best_checkpoints(make_cfg, tmp_path):
+    """The weights left after fit are zeroed; val and test must still score the best checkpoint."""
+    scramble = "+callbacks.scramble._target_=probes.ScrambleWeightsAfterFit"
+    train(make_cfg("trainer=cpu", "trainer.max_epochs=2", "logger=none", scramble, fast=False))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val"]["acc"] > 0.5 and metrics["test"]["acc"] > 0.5, metrics  # chance is 0.1
+
+
 def test_optimized_metric_chooses_what_is_returned(make_cfg, tmp_path):
     value = train(make_cfg("optimized_metric=val/loss"))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
