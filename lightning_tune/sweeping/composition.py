@@ -43,7 +43,8 @@ class TrialConfigLoader:
 
     def __init__(self, loader: ConfigLoaderImpl) -> None:
         self.loader = loader
-        self.repos: dict[tuple[Any, ...], CachingConfigRepository] = {}  # by config name and hydra overrides
+        # by config name and hydra overrides: the repository they search, and the overrides parsed
+        self.repos: dict[tuple[Any, ...], tuple[CachingConfigRepository, list[Override]]] = {}
         self.composed: dict[tuple[Any, ...], Composed] = {}  # ... and the trial's group choices
 
     def __getattr__(self, name: str) -> Any:
@@ -69,12 +70,13 @@ class TrialConfigLoader:
     def _compose(self, config_name: Optional[str], hydra_lines: list[str], trial_lines: list[str]) -> Optional[DictConfig]:
         """The trial's config, or None when its overrides need Hydra's full composition."""
         parser = OverridesParser.create()
-        hydra_overrides = parser.parse_overrides(hydra_lines)
-        trial_overrides = parser.parse_overrides(trial_lines)
         base_key = (config_name, tuple(hydra_lines))
-        if base_key not in self.repos:
-            self.repos[base_key] = self._repository(config_name, hydra_overrides)
-        choices = split_choices(trial_overrides, self.repos[base_key])
+        if base_key not in self.repos:  # the same for every trial of the sweep: parsed once
+            hydra_overrides = parser.parse_overrides(hydra_lines)
+            self.repos[base_key] = (self._repository(config_name, hydra_overrides), hydra_overrides)
+        repo, hydra_overrides = self.repos[base_key]
+        trial_overrides = parser.parse_overrides(trial_lines)
+        choices = split_choices(trial_overrides, repo)
         if choices is None:
             return None
         key = (*base_key, tuple(o.input_line for o in choices))

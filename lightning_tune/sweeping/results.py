@@ -104,22 +104,32 @@ def duration_s(trial: FrozenTrial) -> Optional[float]:
     return None if trial.duration is None else round(trial.duration.total_seconds(), 3)
 
 
+# run dir -> its folds' standard deviations (None: no cv.folds); a finished run's metrics.json does not change
+RUN_CV_STDS: dict[str, Optional[dict[str, float]]] = {}
+
+
 def cv_stds(trial: FrozenTrial) -> Optional[dict[str, float]]:
     """With `cv.folds`: each objective's standard deviation over the folds, else None.
 
     The trial's process records it in the study (user attr `cv_std`), but the sweeper's Optuna caches
     the trials it runs and does not see that attr; the trial's metrics.json, which holds it too, stands in.
+    It is read once per run, not at every batch's trials.csv.
     """
     if isinstance(stds := trial.user_attrs.get(CV_STD_ATTR), dict):
         return stds
     run_dir = trial.user_attrs.get("run_dir")
     if trial.state != TrialState.COMPLETE or not run_dir:
         return None
-    try:
-        objectives = json.loads((Path(run_dir) / "metrics.json").read_text())["cv"]["objectives"]
-        return {name: entry["std"] for name, entry in objectives.items()}
-    except (OSError, ValueError, KeyError, TypeError):  # no file, or a run without cv.folds
-        return None
+    if run_dir not in RUN_CV_STDS:
+        try:
+            saved = json.loads((Path(run_dir) / "metrics.json").read_text())
+        except (OSError, ValueError):  # not there (yet): asked again next time
+            return None
+        objectives = saved.get("cv", {}).get("objectives") if isinstance(saved, dict) else None
+        RUN_CV_STDS[run_dir] = (
+            {name: entry["std"] for name, entry in objectives.items()} if isinstance(objectives, dict) else None
+        )
+    return RUN_CV_STDS[run_dir]
 
 
 def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
