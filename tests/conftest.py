@@ -1,7 +1,11 @@
 """One composed-config fixture for every test: the real conf/, pointed at the test's tmp_path."""
 
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -57,3 +61,25 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
     yield compose_cfg
     GlobalHydra.instance().clear()
+
+
+def cluster_partition() -> Optional[str]:
+    """The default partition of a SLURM cluster with a node up, or None and why not."""
+    if shutil.which("sbatch") is None:
+        return None
+    result = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=30)
+    up = [line.split() for line in result.stdout.splitlines() if re.search(r" (idle|mix|alloc)", line)]
+    defaults = [partition.rstrip("*") for partition, _ in up if partition.endswith("*")]
+    return (defaults or [partition.rstrip("*") for partition, _ in up] or [None])[0]
+
+
+@pytest.fixture(scope="module")
+def partition() -> str:
+    found = cluster_partition()
+    if found is None:
+        reason = ("no SLURM cluster with a node up here (sbatch/sinfo): "
+                  "run ../shared/slurm/start-local-cluster as root, as .ci/run does")  # fmt: skip
+        if os.environ.get("LIGHTNING_TUNE_REQUIRE_SLURM") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found

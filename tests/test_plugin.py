@@ -1,5 +1,5 @@
 """Another project's Hydra app composes our config groups: through the search-path plugin of an installed
-package, or through one `hydra.searchpath` line where the plugin is not discovered (an editable install)."""
+package (editable, as the README installs it, or not), or through one `hydra.searchpath` line."""
 
 import importlib.util
 import json
@@ -131,8 +131,35 @@ def test_installed_package_groups_compose_one_by_one(installed, tmp_path):
     assert config["regularization"]["l2"] == pytest.approx(5e-4)
 
 
+def readme_app(directory: Path) -> Path:
+    """The README's own app.py and conf/config.yaml ("Using lightning-tune from your own Hydra app"), verbatim."""
+    section = (ROOT / "README.md").read_text().split("## Using lightning-tune from your own Hydra app")[1]
+    app, config = (section.split(f"```{kind}\n")[1].split("```")[0] for kind in ("python", "yaml"))
+    assert "searchpath" not in config  # the plugin alone brings our groups
+    (directory / "conf").mkdir(parents=True)
+    (directory / "conf" / "config.yaml").write_text(config)
+    (directory / "app.py").write_text(app)
+    return directory
+
+
+def test_this_environments_install_shows_the_plugin_to_another_projects_app(tmp_path):
+    """The install the tests run in (the README's `pip install -e`) is found by Hydra's plugin scan from
+    another project's directory: our groups compose and our sweeper is there, with no `hydra.searchpath`."""
+    app = readme_app(tmp_path / "project")
+    result = run_app(app, "optimizer=sgd", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    optimizer = yaml.safe_load(result.stdout)["optimizer"]
+    assert optimizer["_target_"] == "torch.optim.SGD" and {"momentum", "nesterov"} <= set(optimizer)
+    result = run_app(app, "--info", "plugins")
+    assert result.returncode == 0, result.stderr
+    assert "LightningTuneSearchPathPlugin" in result.stdout and "LightningTuneSweeper" in result.stdout
+    result = run_app(app, "hydra/sweeper=lightning_tune", "--cfg", "hydra")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["hydra"]["sweeper"]["_target_"] == "hydra_plugins.lightning_tune.LightningTuneSweeper"
+
+
 def test_search_path_line_composes_without_the_plugin(tmp_path):
-    """This environment's editable install hides the plugin from Hydra's scan; the one line is enough."""
+    """Where the plugin is not discovered, the one line is enough (and beside the plugin it does no harm)."""
     app = write_app(tmp_path / "project", WHOLE_RUN + SEARCH_PATH)
     result = run_app(app, "model.hidden_sizes=[16]", "--cfg", "job")
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -228,28 +227,6 @@ def test_devices_that_do_not_match_the_slurm_tasks_are_one_line_naming_the_fix(m
 
 
 # --- on the real cluster ------------------------------------------------------------------------------
-def cluster_partition() -> Optional[str]:
-    """The default partition of a SLURM cluster with a node up, or None and why not."""
-    if shutil.which("sbatch") is None:
-        return None
-    result = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=30)
-    up = [line.split() for line in result.stdout.splitlines() if re.search(r" (idle|mix|alloc)", line)]
-    defaults = [partition.rstrip("*") for partition, _ in up if partition.endswith("*")]
-    return (defaults or [partition.rstrip("*") for partition, _ in up] or [None])[0]
-
-
-@pytest.fixture(scope="module")
-def partition() -> str:
-    found = cluster_partition()
-    if found is None:
-        reason = ("no SLURM cluster with a node up here (sbatch/sinfo): "
-                  "run ../shared/slurm/start-local-cluster as root, as .ci/run does")  # fmt: skip
-        if os.environ.get("LIGHTNING_TUNE_REQUIRE_SLURM") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
-
-
 def on_slurm(partition: str, *args: str) -> list[str]:
     """One CPU and 1 GB per trial, two trials at once: what the 2-CPU test node fits."""
     return ["launcher=slurm", f"launcher.partition={partition}", "launcher.cpus_per_task=1", "launcher.mem_gb=1",

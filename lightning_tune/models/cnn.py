@@ -28,7 +28,7 @@ class CNN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        in_channels, height, width = require_image(input_shape, "cnn")
+        in_channels, height, image_width = require_image(input_shape, "cnn")
         key = "model.channels" if channels is not None else "model.depth"
         channels = list(channels) if channels is not None else widths("model", depth, width, double=True)
         check_positive("model.channels", channels)
@@ -36,11 +36,11 @@ class CNN(nn.Module):
         pool = choose("model.pool", pool, ["max", "avg", "none"])
         if head_hidden < 0:
             raise ConfigError(f"model.head_hidden={head_hidden} must be >= 0 (0: a linear head)")
-        if pool != "none" and min(height, width) < 2 ** len(channels):
+        if pool != "none" and min(height, image_width) < 2 ** len(channels):
             raise ConfigError(
                 f"{key}: {len(channels)} pooling blocks, which need inputs of at least "
-                f"{2 ** len(channels)}x{2 ** len(channels)}, but the data is {height}x{width}; "
-                f"use at most {min(height, width).bit_length() - 1} blocks or model.pool=none"
+                f"{2 ** len(channels)}x{2 ** len(channels)}, but the data is {height}x{image_width}; "
+                f"use at most {min(height, image_width).bit_length() - 1} blocks or model.pool=none"
             )
         layers: list[nn.Module] = []
         for out_channels, kernel in zip(channels, kernels):

@@ -57,14 +57,22 @@ class TrialConfigLoader:
         return {"loader": self.loader, "repos": {}, "composed": {}}
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The trial's config, in the sweep's own directory.
+
+        `hydra.sweep.dir` is the sweep's, resolved from the command line: the presets name it by a hash of
+        the command's overrides (`lt.sweep_id`), which would otherwise hash each trial's own overrides too
+        and scatter the trials over directories of their own.
+        """
         hydra_lines = list(OmegaConf.to_container(master_config.hydra.overrides.hydra))
         try:
             config = self._compose(master_config.hydra.job.config_name, hydra_lines, list(sweep_overrides))
         except OmegaConfBaseException as error:  # as Hydra's `load_configuration` wraps it
             raise ConfigCompositionException().with_traceback(sys.exc_info()[2]) from error
         if config is None:
-            return self.loader.load_sweep_config(master_config, sweep_overrides)
-        OmegaConf.copy_cache(from_config=master_config, to_config=config)
+            config = self.loader.load_sweep_config(master_config, sweep_overrides)
+        else:
+            OmegaConf.copy_cache(from_config=master_config, to_config=config)
+        config.hydra.sweep.dir = str(master_config.hydra.sweep.dir)
         return config
 
     def _compose(self, config_name: Optional[str], hydra_lines: list[str], trial_lines: list[str]) -> Optional[DictConfig]:

@@ -13,21 +13,15 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    DiscreteUniformDistribution,
-    IntUniformDistribution,
-)
 from optuna.trial import TrialState
 
 from lightning_tune.errors import ConfigError, TrainingDiverged
@@ -35,69 +29,37 @@ from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
 from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.results import write_progress, write_report
+from lightning_tune.sweeping.space import (
+    SearchSpace,
+    fit_to_groups,
+    flatten_params,
+    grid_choices,
+    parse_search_space,
+    typed_param_names,
+)
 from lightning_tune.sweeping.study import PRUNER_ATTR, derive_seed, open_storage
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # enqueue_trial in 2.10
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_ABSENT = object()  # OmegaConf.select's answer for a key that is not there
 INTERRUPTED = "interrupted"  # user attr of a trial that a crashed or killed sweep left running
 
 
-def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
-    """Swept and fixed params from `key=sweep` strings, with Hydra's `range` end kept exclusive.
-
-    The released sweeper turns `range(1,5)` into an Optuna int distribution whose `high` (5) is
-    inclusive; Hydra's `range` stops before 5, as in Python.
-    """
-    distributions: dict[str, BaseDistribution] = {}
-    fixed: dict[str, Any] = {}
-    for override in OverridesParser.create().parse_overrides(list(arguments)):
-        name = override.get_key_element()
-        value = create_optuna_distribution_from_override(override)
-        if override.is_range_sweep() and not override.value().shuffle:
-            sweep = override.value()
-            last = sweep.start + sweep.step * (math.ceil(round((sweep.stop - sweep.start) / sweep.step, 9)) - 1)
-            last = round(last, 12)  # 0.1 + 2 * 0.1 is 0.30000000000000004, which Optuna warns of
-            if isinstance(value, IntUniformDistribution):
-                value = IntUniformDistribution(int(sweep.start), int(last), step=int(sweep.step))
-            else:
-                value = DiscreteUniformDistribution(sweep.start, last, sweep.step)
-        if isinstance(value, BaseDistribution):
-            distributions[name] = value
-        else:
-            fixed[name] = value
-    return distributions, fixed
+def unvisited(grid: list[dict[str, Any]], study: optuna.Study) -> list[dict[str, Any]]:
+    """The grid's points, in order, that no trial of the study holds: neither finished (an interrupted
+    trial's point is free again), nor running, nor waiting to run (enqueued)."""
+    taken = set()
+    for trial in study.get_trials(deepcopy=False):
+        if not trial.user_attrs.get(INTERRUPTED):
+            params = trial.params if trial.state != TrialState.WAITING else trial.system_attrs.get("fixed_params", {})
+            taken.add(point_key(params))
+    return [point for point in grid if point_key(point) not in taken]
 
 
-GROUP_OPTION = "_option_"  # in nested params: the config group's own option, e.g. optimizer: {_option_: ...}
-
-
-def flatten_params(params: Any, prefix: str = "") -> list[str]:
-    """`{optimizer: {_option_: choice(adam,sgd), lr: ...}}` -> ["optimizer=choice(adam,sgd)", "optimizer.lr=..."]."""
-    arguments = []
-    for key, value in params.items():
-        name = prefix if key == GROUP_OPTION else f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            arguments += flatten_params(value, name)
-        else:
-            arguments.append(f"{name}={value}")
-    return arguments
-
-
-def grid_choices(name: str, distribution: BaseDistribution) -> list[Any]:
-    """Every value of a discrete distribution, each once; a continuous interval has no grid."""
-    if isinstance(distribution, CategoricalDistribution):
-        return list(distribution.choices)
-    if isinstance(distribution, IntUniformDistribution):
-        return list(range(distribution.low, distribution.high + 1, distribution.step))
-    if isinstance(distribution, DiscreteUniformDistribution):
-        count = int(round((distribution.high - distribution.low) / distribution.q)) + 1
-        return [round(distribution.low + i * distribution.q, 12) for i in range(count)]
-    raise ConfigError(
-        f"hydra.sweeper.params.{name} is a continuous interval, which hparams_search=grid cannot enumerate; "
-        f"use choice(...) or range(start,stop,step)"
-    )
+def point_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
 
 
 def composition_error(error: BaseException) -> str:
@@ -219,16 +181,15 @@ class TuningSweeper(OptunaSweeperImpl):
         self.storage_url = url
         return study
 
-    def _recover_interrupted(self, study: optuna.Study) -> int:
-        """Mark trials left RUNNING by a crash as failed; their configurations are tried again."""
+    def _recover_interrupted(self, study: optuna.Study, retry: bool) -> int:
+        """Mark trials left RUNNING by a crash as failed; their configurations are tried again (`retry`;
+        a grid revisits the points it has not finished by itself)."""
         storage = study._storage
         count = 0
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted: the sweep stopped during it")
-            if "grid_id" in trial.system_attrs:
-                storage.set_trial_system_attr(trial._trial_id, "grid_id", -1)  # its grid point is free again
-            else:
+            if retry:
                 study.enqueue_trial(dict(trial.params))
             storage.set_trial_state(trial._trial_id, TrialState.FAIL)
             count += 1
@@ -256,38 +217,100 @@ class TuningSweeper(OptunaSweeperImpl):
             params.append({n: v for n, v in best.items() if n in names and v is not None and not OmegaConf.is_config(v)})
         return params
 
-    # --- the loop ----------------------------------------------------------------------------
-    def _parse_sweeper_params_config(self) -> List[str]:
-        return flatten_params(self.params or {})
-
-    def sweep(self, arguments: List[str]) -> None:
-        self._process_searchspace_config()
-        distributions, fixed = parse_search_space(self._parse_sweeper_params_config() + list(arguments))
+    # --- the search space ---------------------------------------------------------------------
+    def _search_space(self, arguments: List[str]) -> SearchSpace:
+        """The params of `hydra.sweeper.params` and the command line's sweeps, fitted to the config groups."""
+        distributions, fixed = parse_search_space(flatten_params(self.params or {}) + list(arguments))
         distributions = {**(self.search_space_distributions or {}), **distributions}
         for name in fixed:
             distributions.pop(name, None)
+        base_choices = {group: option for group, option in self.config.hydra.runtime.choices.items() if "/" not in group}
+        command_line = [o for o in OverridesParser.create().parse_overrides(list(arguments)) if not o.is_sweep_override()]
+        composed: dict[tuple[str, Any], Optional[DictConfig]] = {}
+
+        def has_key(group: str, option: Any, name: str) -> Optional[bool]:
+            if option == base_choices[group]:
+                config: Optional[DictConfig] = self.config
+            else:
+                if (group, option) not in composed:
+                    overrides = [o.input_line for o in command_line if o.get_key_element() != group]
+                    try:
+                        composed[group, option] = self.hydra_context.config_loader.load_sweep_config(
+                            self.config, [*overrides, f"{group}={option}"]
+                        )
+                    except Exception:  # noqa: BLE001 - its trials fail with Hydra's reason
+                        composed[group, option] = None
+                config = composed[group, option]
+            return None if config is None else OmegaConf.select(config, name, default=_ABSENT) is not _ABSENT
+
+        typed = typed_param_names(self.config.hydra.overrides.hydra, arguments)
+        space, dropped = fit_to_groups(SearchSpace(distributions, fixed), base_choices, has_key, typed)
+        if dropped:
+            log.warning(
+                "Not swept: %s", "; ".join(f"{choice} has no {', '.join(names)}" for choice, names in dropped.items())
+            )
+        return space
+
+    def _grid_order(self, space: SearchSpace, first: list[dict[str, Any]], seed: int) -> Optional[list[dict[str, Any]]]:
+        """With the grid sampler, its points in the order they run: the first trials (enqueued or warm
+        start), each matched to a point of the grid, then the rest shuffled by `seed`. None otherwise."""
+        if not (isinstance(self.sampler, functools.partial) and self.sampler.func is optuna.samplers.GridSampler):
+            return None
+        points = space.grid(seed)
+        order: list[dict[str, Any]] = []
+        for params in first:
+            match = next((p for p in points if p not in order and all(p.get(k) == v for k, v in params.items())), None)
+            if match is None:
+                raise ConfigError(
+                    f"hydra.sweeper.enqueue_trials (or warm_start): {params} is not a point of the grid over "
+                    f"{ {name: grid_choices(name, d) for name, d in space.distributions.items()} }"
+                )
+            order.append(match)
+        return order + [p for p in points if p not in order]
+
+    def _sampler(self, sweep_seed: int, n_trials_so_far: int, grid: bool) -> Any:
+        """The configured sampler, seeded by `hydra.sweeper.sampler.seed` or else the sweep's `seed`, so the
+        same command suggests the same trials; resumed, by a seed derived from it and the trials so far, lest
+        it suggest the first run's trials again. A grid's trials are all enqueued: no sampler draws them."""
+        sampler_cfg = self.config.hydra.sweeper.sampler
+        if grid or "seed" not in sampler_cfg:
+            return optuna.samplers.RandomSampler(sweep_seed) if grid else self.sampler
+        seed = sweep_seed if sampler_cfg.seed is None else int(sampler_cfg.seed)
+        return instantiate(sampler_cfg, seed=derive_seed(seed, n_trials_so_far) if n_trials_so_far else seed)
+
+    @staticmethod
+    def _suggest(trials: list[optuna.Trial], space: SearchSpace) -> list[list[str]]:
+        """Each trial's overrides: the params that its group options have, suggested or fixed."""
+        overrides = []
+        for trial in trials:
+            for name in space.ordered():
+                if space.applies(name, trial.params):
+                    trial._suggest(name, space.distributions[name])
+            fixed = {name: value for name, value in space.fixed.items() if space.applies(name, trial.params)}
+            overrides.append([f"{name}={value}" for name, value in {**trial.params, **fixed}.items()])
+        return overrides
+
+    # --- the loop ----------------------------------------------------------------------------
+    def sweep(self, arguments: List[str]) -> None:
+        self._process_searchspace_config()
+        space = self._search_space(arguments)
         if self.n_trials <= 0:
             raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
         objectives = objective_names(self.config)
         directions = self._directions(objectives)
+        sweep_seed = int(space.fixed.pop("seed", self.config.get("seed", 0)))
+        first_trials = self._warm_start_params(list(space.distributions))  # a bad warm_start: before any file
+        grid = self._grid_order(space, first_trials, sweep_seed)
+        n_trials = self.n_trials if grid is None else min(self.n_trials, len(grid))
 
-        sampler, n_trials = self.sampler, self.n_trials
-        if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
-            grid = {name: grid_choices(name, d) for name, d in distributions.items()}
-            sampler = sampler(grid)
-            n_trials = min(n_trials, math.prod(len(values) for values in grid.values()))
-        sweep_seed = int(fixed.pop("seed", self.config.get("seed", 0)))
-
-        first_trials = self._warm_start_params(list(distributions))  # a bad warm_start: before any file
-        study = self._open_study(directions, sampler)
-        fresh = not study.get_trials(deepcopy=False)
-        if not fresh:  # resumed: the same seed would suggest the first run's trials all over again
-            study.sampler = sampler = self._reseeded(sampler, len(study.get_trials(deepcopy=False)))
+        study = self._open_study(directions, self._sampler(sweep_seed, 0, grid is not None))
+        if n_so_far := len(study.get_trials(deepcopy=False)):
+            study.sampler = self._sampler(sweep_seed, n_so_far, grid is not None)
         study.set_user_attr("objectives", objectives)
         study.set_user_attr(PRUNER_ATTR, self.pruner_cfg)
         study.set_user_attr("sweep_seed", sweep_seed)
-        self._recover_interrupted(study)
-        if fresh:
+        self._recover_interrupted(study, retry=grid is None)
+        if not n_so_far and grid is None:
             for params in first_trials:
                 study.enqueue_trial(params)
 
@@ -295,8 +318,9 @@ class TuningSweeper(OptunaSweeperImpl):
 
         gpus = torch.cuda.device_count() if self.batch_size > 1 and self.assigns_gpus else 0
         log.info(
-            "Study %r in %s: %s %s, sampler %s, pruner %s, %d trial(s) to finish",
-            study.study_name, self.storage_url, directions, objectives, type(sampler).__name__,
+            "Study %r in %s: %s %s, %s, pruner %s, %d trial(s) to finish",
+            study.study_name, self.storage_url, directions, objectives,
+            f"a grid of {len(grid)} points" if grid is not None else f"sampler {type(study.sampler).__name__}",
             self.pruner_cfg.get("_target_", "").rsplit(".", 1)[-1], n_trials,
         )  # fmt: skip
         started = time.monotonic()
@@ -304,11 +328,13 @@ class TuningSweeper(OptunaSweeperImpl):
             if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
                 log.info("Stopping: hydra.sweeper.timeout_s=%s reached with %d trial(s) to go", self.timeout_s, remaining)
                 break
+            if grid is not None:
+                for point in unvisited(grid, study)[: min(remaining, self.batch_size)]:
+                    study.enqueue_trial(point)
             trials = [study.ask() for _ in range(min(remaining, self.batch_size))]
-            overrides = self._configure_trials(trials, distributions, fixed)
             overrides = [
-                (*trial_overrides, *self._trial_overrides(trial, sweep_seed, gpu, "seed" not in distributions))
-                for trial, trial_overrides, gpu in zip(trials, overrides, assign_gpus(len(trials), gpus))
+                (*trial_overrides, *self._trial_overrides(trial, sweep_seed, gpu, "seed" not in space.distributions))
+                for trial, trial_overrides, gpu in zip(trials, self._suggest(trials, space), assign_gpus(len(trials), gpus))
             ]
             batch_started = time.monotonic()
             returns = self._launch(trials, overrides)
@@ -368,13 +394,6 @@ class TuningSweeper(OptunaSweeperImpl):
         failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         return sum(not t.user_attrs.get(INTERRUPTED) for t in failed)
 
-    def _reseeded(self, sampler: Any, n_trials_so_far: int) -> Any:
-        """The sampler again, its seed derived from the sweep's and the trials already in the study."""
-        sampler_cfg = self.config.hydra.sweeper.sampler
-        if sampler_cfg.get("seed") is None or sampler_cfg.get("_partial_"):
-            return sampler  # unseeded, or the grid sampler, which skips the points already visited
-        return instantiate(sampler_cfg, seed=derive_seed(int(sampler_cfg.seed), n_trials_so_far))
-
     def _trial_overrides(self, trial: optuna.Trial, sweep_seed: int, gpu: Optional[int], derive: bool) -> list[str]:
         extra = [
             f"trial.number={trial.number}",
@@ -399,11 +418,7 @@ class TuningSweeper(OptunaSweeperImpl):
             trial.set_user_attr("log", ret.log)
         if reason:
             trial.set_user_attr("fail_reason", reason)
-        try:
-            study.tell(trial, values=values, state=state)
-        except RuntimeError as error:  # the grid sampler stops the study when the grid is done
-            if "Study.stop" not in str(error):
-                raise
+        study.tell(trial, values=values, state=state)
 
     def _log_progress(self, study: optuna.Study, trial: optuna.Trial, n_trials: int, duration: float) -> None:
         frozen = study._storage.get_trial(trial._trial_id)

@@ -1,0 +1,171 @@
+"""The search space of a sweep: Hydra's sweep syntax parsed into Optuna distributions, fitted to the
+config groups each trial chooses, and enumerated for the grid.
+
+A param belongs to a config group by its first key (`optimizer.momentum` to `optimizer`). Where that
+group's option is swept too, the param is suggested only in trials whose option has the key (a
+conditional search space, as Optuna's define-by-run allows): an adam/sgd sweep tunes momentum for SGD
+alone. A param that no option of its group has (`model.depth` with `model=linear`) is dropped when a
+preset or an experiment brought it, and refused when the command line asked for it.
+"""
+
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    DiscreteUniformDistribution,
+    IntUniformDistribution,
+)
+
+from lightning_tune.errors import ConfigError
+
+GROUP_OPTION = "_option_"  # in nested params: the config group's own option, e.g. optimizer: {_option_: ...}
+PARAMS_KEY = "hydra.sweeper.params"
+
+
+def flatten_params(params: Any, prefix: str = "") -> list[str]:
+    """`{optimizer: {_option_: choice(adam,sgd), lr: ...}}` -> ["optimizer=choice(adam,sgd)", "optimizer.lr=..."]."""
+    arguments = []
+    for key, value in params.items():
+        name = prefix if key == GROUP_OPTION else f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            arguments += flatten_params(value, name)
+        else:
+            arguments.append(f"{name}={value}")
+    return arguments
+
+
+def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
+    """Swept and fixed params from `key=sweep` strings, with Hydra's `range` end kept exclusive.
+
+    The released sweeper turns `range(1,5)` into an Optuna int distribution whose `high` (5) is
+    inclusive; Hydra's `range` stops before 5, as in Python.
+    """
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: dict[str, Any] = {}
+    for override in OverridesParser.create().parse_overrides(list(arguments)):
+        name = override.get_key_element()
+        value = create_optuna_distribution_from_override(override)
+        if override.is_range_sweep() and not override.value().shuffle:
+            sweep = override.value()
+            last = sweep.start + sweep.step * (math.ceil(round((sweep.stop - sweep.start) / sweep.step, 9)) - 1)
+            last = round(last, 12)  # 0.1 + 2 * 0.1 is 0.30000000000000004, which Optuna warns of
+            if isinstance(value, IntUniformDistribution):
+                value = IntUniformDistribution(int(sweep.start), int(last), step=int(sweep.step))
+            else:
+                value = DiscreteUniformDistribution(sweep.start, last, sweep.step)
+        if isinstance(value, BaseDistribution):
+            distributions[name] = value
+        else:
+            fixed[name] = value
+    return distributions, fixed
+
+
+def typed_param_names(hydra_overrides: Iterable[str], task_overrides: Iterable[str]) -> set[str]:
+    """The params the command line itself sweeps or sets: `hydra.sweeper.params.<name>=...` and sweeps
+    such as `optimizer.lr=choice(...)`; the rest come from a preset or an experiment."""
+    names = set()
+    for line in hydra_overrides:
+        key = line.split("=", 1)[0].lstrip("+~")
+        if key.startswith(f"{PARAMS_KEY}."):
+            parts = key[len(PARAMS_KEY) + 1 :].split(".")
+            names.add(".".join(part for part in parts if part != GROUP_OPTION))
+    for override in OverridesParser.create().parse_overrides(list(task_overrides)):
+        if override.is_sweep_override():
+            names.add(override.get_key_element())
+    return names
+
+
+def grid_choices(name: str, distribution: BaseDistribution) -> list[Any]:
+    """Every value of a discrete distribution, each once; a continuous interval has no grid."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, IntUniformDistribution):
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+    if isinstance(distribution, DiscreteUniformDistribution):
+        count = int(round((distribution.high - distribution.low) / distribution.q)) + 1
+        return [round(distribution.low + i * distribution.q, 12) for i in range(count)]
+    raise ConfigError(
+        f"{PARAMS_KEY}.{name} is a continuous interval, which hparams_search=grid cannot enumerate; "
+        f"use choice(...) or range(start,stop,step)"
+    )
+
+
+@dataclass
+class SearchSpace:
+    """Distributions to suggest and values to set in every trial, each param with the options of its
+    group that have it (`requires`: param -> (group, options); a param not there applies to every trial)."""
+
+    distributions: dict[str, BaseDistribution]
+    fixed: dict[str, Any]
+    requires: dict[str, tuple[str, frozenset]] = field(default_factory=dict)
+
+    def applies(self, name: str, chosen: Mapping[str, Any]) -> bool:
+        """Whether param `name` exists in a trial whose group options are `chosen` ({group: option})."""
+        if name not in self.requires:
+            return True
+        group, options = self.requires[name]
+        return chosen.get(group) in options
+
+    def ordered(self) -> list[str]:
+        """Swept names with the group options first: the other params depend on them."""
+        return sorted(self.distributions, key=lambda name: name in self.requires)
+
+    def grid(self, seed: int) -> list[dict[str, Any]]:
+        """Every point of a discrete space once (a conditional param only with the options that have it),
+        in an order shuffled by `seed`."""
+        ungated = [name for name in self.distributions if name not in self.requires]
+        gated = [name for name in self.distributions if name in self.requires]
+        points = []
+        for values in itertools.product(*(grid_choices(name, self.distributions[name]) for name in ungated)):
+            chosen = dict(zip(ungated, values))
+            present = [name for name in gated if self.applies(name, chosen)]
+            for present_values in itertools.product(*(grid_choices(n, self.distributions[n]) for n in present)):
+                points.append({**chosen, **dict(zip(present, present_values))})
+        random.Random(seed).shuffle(points)
+        return points
+
+
+def fit_to_groups(
+    space: SearchSpace,
+    base_choices: Mapping[str, Any],
+    has_key: Callable[[str, Any, str], Optional[bool]],
+    typed: set[str],
+) -> tuple[SearchSpace, dict[str, list[str]]]:
+    """`space` with each param tied to the options of its group that have it, and the params that no
+    option has dropped: ({group: [dropped param, ...]}).
+
+    `base_choices` are the sweep's own group choices ({"model": "cnn", ...}); `has_key(group, option, name)`
+    tells whether that option's composed config has `name` (None: it does not compose, so its trials fail
+    with Hydra's reason). Raises ConfigError for a param that the command line asked for and no option has.
+    """
+    distributions, fixed = dict(space.distributions), dict(space.fixed)
+    requires: dict[str, tuple[str, frozenset]] = {}
+    dropped: dict[str, list[str]] = {}
+    for name in [*distributions, *fixed]:
+        group = name.split(".", 1)[0]
+        if "." not in name or group not in base_choices:
+            continue
+        if group in distributions and isinstance(distributions[group], CategoricalDistribution):
+            options = list(distributions[group].choices)
+        else:
+            options = [fixed.get(group, base_choices[group])]
+        having = [option for option in options if has_key(group, option, name) is not False]
+        if len(having) == len(options):
+            continue
+        if having:
+            requires[name] = (group, frozenset(having))
+            continue
+        shown = ",".join(map(str, options))
+        if name in typed:
+            raise ConfigError(f"{PARAMS_KEY}.{name}: {group}={shown} has no key {name.split('.', 1)[1]!r}")
+        dropped.setdefault(f"{group}={shown}", []).append(name)
+        distributions.pop(name, None)
+        fixed.pop(name, None)
+    return SearchSpace(distributions, fixed, requires), dropped
