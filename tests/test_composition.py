@@ -69,3 +69,18 @@ def test_bad_overrides_fail_as_in_hydra(loaders, overrides):
             loader.load_sweep_config(master, overrides)
         errors.append((str(error.value), str(error.value.__cause__)))
     assert errors[0] == errors[1]
+
+
+def test_every_trial_is_in_the_sweeps_own_directory():
+    """The presets name the sweep directory by a hash of the command's overrides: a trial's own overrides
+    must not move it (each trial landed in a directory of its own)."""
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        hydra_loader = GlobalHydra.instance().config_loader()
+        master = hydra_loader.load_configuration("train", ["hparams_search=tpe"], run_mode=RunMode.MULTIRUN)
+        cached = TrialConfigLoader(hydra_loader)
+        sweep_dir = str(master.hydra.sweep.dir)
+        assert sweep_dir.startswith("multirun/tpe-")
+        for overrides in (["optimizer.lr=0.01", "trial.number=0"], ["optimizer=sgd", "hydra.job.name=x"]):
+            assert cached.load_sweep_config(master, overrides).hydra.sweep.dir == sweep_dir

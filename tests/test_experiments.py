@@ -3,18 +3,22 @@
 import json
 
 import pytest
-from conftest import CONF, group_options
+from conftest import CONF, assert_learned, group_options
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lightning_tune.run import train
+from lightning_tune.run import build, train
+
+# iris_logreg_grid takes one full-batch step per epoch: a few, to show that it learns
+LEARNS_IN_ONE_EPOCH = {"iris_logreg_grid": ["trainer.max_epochs=5"]}
 
 
 @pytest.mark.parametrize("experiment", group_options("experiment"))
 def test_every_experiment_trains(make_cfg, tmp_path, experiment):
-    value = train(make_cfg(f"experiment={experiment}"))  # FAST: one short epoch (per fold)
-    assert 0.0 <= value <= 1.0
+    cfg = make_cfg(f"experiment={experiment}", *LEARNS_IN_ONE_EPOCH.get(experiment, []))  # FAST: one epoch (per fold)
+    value = train(cfg)
+    assert_learned(value, build(cfg.data, "data").num_classes)
     assert json.loads((tmp_path / "metrics.json").read_text())["value"] == pytest.approx(value)
 
 

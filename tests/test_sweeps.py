@@ -22,7 +22,9 @@ from typing import Any, Callable
 import optuna
 import pytest
 import yaml
-from conftest import ROOT
+from omegaconf import OmegaConf
+from conftest import CONF, ROOT, group_options
+from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import (
     CategoricalDistribution,
@@ -35,15 +37,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.sweeping.config import sweep_id
-from lightning_tune.sweeping.sweeper import (
-    INTERRUPTED,
-    TuningSweeper,
-    assign_gpus,
-    composition_error,
-    grid_choices,
-    parse_search_space,
-    trial_outcome,
-)
+from lightning_tune.sweeping.space import grid_choices, parse_search_space
+from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, assign_gpus, composition_error, trial_outcome
 from lightning_tune.sweeping.study import derive_seed
 from sweeping import ENV, ONLY_LR, PRUNING, STUDY, TINY, Sweep, command, enqueue, run_sweep
 
@@ -182,6 +177,17 @@ JOBS: dict[str, Job] = {
         "hparams_search=grid", *TINY, "optimizer=choice(foo,bar)", "optimizer.lr=0.01", "model.depth=1",
         "model.width=16", "regularization.dropout=0.0",
     )),  # fmt: skip
+    "switched_sampler": Job(sweep_job("hparams_search=tpe", "hydra/sweeper/sampler=random", *TINY, "hydra.sweeper.n_trials=2")),
+    "linear": Job(sweep_job("hparams_search=random", "model=linear", "data=iris", *TINY, "hydra.sweeper.n_trials=3")),
+    "conditional": Job(sweep_job(
+        "hparams_search=random", *[o for o in ONLY_LR if not o.startswith("optimizer")], "optimizer=choice(adam,sgd)",
+        "optimizer.lr=0.01", "+hydra.sweeper.params.optimizer.momentum='interval(0.5,0.99)'",
+        enqueue({"optimizer": "adam"}, {"optimizer": "sgd"}), *TINY, "hydra.sweeper.n_trials=4",
+    )),  # fmt: skip
+    "grid_enqueued": Job(sweep_job(
+        "hparams_search=grid", "optimizer.lr=choice(0.001,0.01,0.1)", "model.depth=1", "model.width=16", "optimizer=adam",
+        "regularization.dropout=0.0", enqueue({"optimizer.lr": "0.01"}), *TINY,
+    )),  # fmt: skip
     "random": Job(random_warm_started, needs=("grid",)),
     "best_rerun": Job(rerun_best, needs=("grid",)),
 }
@@ -193,6 +199,14 @@ BAD_SWEEPS = {
     "storage_path": ("hparams_search=tpe hydra.sweeper.storage=sqlite:///{tmp}/file/x.db", "hydra.sweeper.storage"),
     "sampler_foo": ("hparams_search=tpe hydra/sweeper/sampler=foo", "hydra/sweeper/sampler"),  # Hydra's own errors
     "pruner_foo": ("hparams_search=tpe hydra/sweeper/pruner=foo", "hydra/sweeper/pruner"),
+    "off_grid": (
+        "hparams_search=grid optimizer.lr=choice(0.001,0.01) hydra.sweeper.enqueue_trials=[{{optimizer.lr:0.05}}]",
+        "hydra.sweeper.enqueue_trials",
+    ),
+    "no_such_key": (
+        "hparams_search=random model=linear data=iris hydra.sweeper.params.model.depth='choice(1,2)'",
+        "hydra.sweeper.params.model.depth: model=linear has no key 'depth'",
+    ),
 }
 
 
@@ -470,6 +484,44 @@ def test_pruned_trials_are_recorded_in_the_study_and_trials_csv(sweep):
     assert sorted(path.name for path in sweep.dir.iterdir() if path.name.isdigit()) == ["0", "1", "2", "3"]
 
 
+# --- what the command line chooses ------------------------------------------------------------
+@pytest.mark.slow
+@uses("switched_sampler")
+def test_a_presets_sampler_switched_on_the_command_line_is_the_one_used(sweep):
+    assert len(sweep.ok().trials(TrialState.COMPLETE)) == 2
+    assert "sampler RandomSampler" in sweep.output
+
+
+@pytest.mark.slow
+@uses("linear")
+def test_a_preset_with_a_model_that_lacks_some_params_sweeps_the_rest(sweep):
+    trials = sweep.ok().trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
+    assert "Not swept: model=linear has no model.depth, model.width" in sweep.output
+    assert all(not name.startswith("model.") and "optimizer.lr" in trial.params for trial in trials for name in trial.params)
+
+
+@pytest.mark.slow
+@uses("conditional")
+def test_a_param_that_only_some_options_have_is_swept_with_those_only(sweep):
+    trials = sweep.ok().trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 4
+    by_option = {option: [t for t in trials if t.params["optimizer"] == option] for option in ("adam", "sgd")}
+    assert by_option["adam"] and by_option["sgd"]
+    assert all("optimizer.momentum" not in trial.params for trial in by_option["adam"])
+    for trial in by_option["sgd"]:
+        config = OmegaConf.load(sweep.dir / str(trial.number) / ".hydra" / "config.yaml")
+        assert config.optimizer.momentum == pytest.approx(trial.params["optimizer.momentum"])
+
+
+@pytest.mark.slow
+@uses("grid_enqueued")
+def test_an_enqueued_grid_point_runs_first_and_every_point_exactly_once(sweep):
+    trials = sweep.ok().trials()
+    assert [trial.params["optimizer.lr"] for trial in trials][0] == 0.01
+    assert sorted(trial.params["optimizer.lr"] for trial in trials) == [0.001, 0.01, 0.1]
+
+
 # --- budgets and warm starts ------------------------------------------------------------------
 @pytest.mark.slow
 @uses("random")
@@ -525,6 +577,21 @@ def test_unknown_sampler_or_pruner_lists_the_valid_ones(sweep, request):
 
 
 # --- unit tests of the sweeper's parts --------------------------------------------------------
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "nsgaii": "NSGAIISampler",
+            "motpe": "MOTPESampler", "grid": "GridSampler"}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", group_options("hparams_search"))
+def test_every_sampler_and_pruner_replaces_a_presets_own(preset):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for sampler, target in SAMPLERS.items():
+            cfg = compose("train", [f"hparams_search={preset}", f"hydra/sweeper/sampler={sampler}"], return_hydra_config=True)
+            assert cfg.hydra.sweeper.sampler._target_ == f"optuna.samplers.{target}"
+        for pruner in ("median", "asha", "hyperband", "none"):
+            cfg = compose("train", [f"hparams_search={preset}", f"hydra/sweeper/pruner={pruner}"], return_hydra_config=True)
+            assert cfg.hydra.runtime.choices["hydra/sweeper/pruner"] == pruner
+
+
 def test_assign_gpus_gives_each_parallel_trial_its_own_gpu():
     assert assign_gpus(2, 2) == [0, 1]
     assert assign_gpus(3, 4) == [0, 1, 2]

@@ -1,0 +1,65 @@
+"""The search space fitted to the config groups each trial chooses, and the grid's points."""
+
+import pytest
+from optuna.distributions import CategoricalDistribution, UniformDistribution
+
+from lightning_tune.errors import ConfigError
+from lightning_tune.sweeping.space import SearchSpace, fit_to_groups, typed_param_names
+
+OPTIMIZERS = CategoricalDistribution(["adam", "sgd"])
+KEYS = {"adam": {"optimizer.lr"}, "sgd": {"optimizer.lr", "optimizer.momentum"}, "linear": set(), "cnn": {"model.depth"}}
+
+
+def has_key(group: str, option: str, name: str) -> bool:
+    return name in KEYS[option]
+
+
+def space(**distributions) -> SearchSpace:
+    return SearchSpace({name.replace("__", "."): d for name, d in distributions.items()}, {})
+
+
+def test_a_param_of_some_options_only_is_tied_to_them():
+    fitted, dropped = fit_to_groups(
+        space(optimizer=OPTIMIZERS, optimizer__lr=UniformDistribution(0.01, 0.1), optimizer__momentum=UniformDistribution(0.5, 0.9)),
+        {"optimizer": "adam"}, has_key, typed=set(),
+    )  # fmt: skip
+    assert dropped == {} and fitted.requires == {"optimizer.momentum": ("optimizer", frozenset({"sgd"}))}
+    assert fitted.applies("optimizer.momentum", {"optimizer": "sgd"})
+    assert not fitted.applies("optimizer.momentum", {"optimizer": "adam"})
+    assert fitted.applies("optimizer.lr", {"optimizer": "adam"})
+    assert fitted.ordered()[-1] == "optimizer.momentum"  # after the option it depends on
+
+
+def test_a_param_no_option_has_is_dropped_from_a_preset_and_refused_from_the_command_line():
+    preset = space(model__depth=CategoricalDistribution([1, 2]), optimizer__lr=UniformDistribution(0.01, 0.1))
+    fitted, dropped = fit_to_groups(preset, {"model": "linear", "optimizer": "adam"}, has_key, typed=set())
+    assert dropped == {"model=linear": ["model.depth"]} and list(fitted.distributions) == ["optimizer.lr"]
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.params\.model\.depth: model=linear has no key 'depth'$"):
+        fit_to_groups(preset, {"model": "linear", "optimizer": "adam"}, has_key, typed={"model.depth"})
+
+
+def test_an_option_that_does_not_compose_keeps_its_params_and_fails_its_own_trials():
+    fitted, dropped = fit_to_groups(
+        space(optimizer=CategoricalDistribution(["sgd", "foo"]), optimizer__momentum=UniformDistribution(0.5, 0.9)),
+        {"optimizer": "sgd"}, lambda group, option, name: None if option == "foo" else True, typed=set(),
+    )  # fmt: skip
+    assert dropped == {} and fitted.requires == {}
+
+
+def test_the_grid_has_each_point_once_conditional_params_only_where_they_exist_in_the_seeds_order():
+    fitted, _ = fit_to_groups(
+        space(optimizer=OPTIMIZERS, optimizer__momentum=CategoricalDistribution([0.5, 0.9])),
+        {"optimizer": "adam"}, has_key, typed=set(),
+    )  # fmt: skip
+    points = fitted.grid(seed=1)
+    expected = [{"optimizer": "adam"}, {"optimizer": "sgd", "optimizer.momentum": 0.5}, {"optimizer": "sgd", "optimizer.momentum": 0.9}]
+    assert sorted(points, key=str) == sorted(expected, key=str)
+    orders = {tuple(map(str, fitted.grid(seed))) for seed in range(6)}
+    assert len(orders) > 1 and fitted.grid(seed=1) == points
+
+
+def test_params_typed_on_the_command_line():
+    hydra = ["hydra.sweeper.params.optimizer._option_=choice(adam,sgd)", "+hydra.sweeper.params.model.width=choice(8)",
+             "hydra.sweeper.n_trials=5"]  # fmt: skip
+    task = ["optimizer.lr=interval(0.01,0.1)", "model=mlp", "seed=3"]
+    assert typed_param_names(hydra, task) == {"optimizer", "model.width", "optimizer.lr"}
