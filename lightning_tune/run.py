@@ -30,7 +30,7 @@ from lightning_tune.module import ClassificationModule
 from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization
 from lightning_tune.requeue import cluster_plugins, requeue_callbacks, resume_checkpoint
-from lightning_tune.reporting import collect_results, format_table, log_hparams, write_metrics
+from lightning_tune.reporting import collect_results, format_table, log_hparams, run_settings, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,50 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
     return values if cfg.get("objectives") else values[0]
 
 
+def steepest_descent(lrs: list[float], losses: list[float]) -> Optional[float]:
+    """The lr at which the range test's smoothed loss falls fastest per decade, before its minimum; None where
+    it never falls.
+
+    Lightning's own `suggestion()` differentiates by lr, not by log lr (Lightning-AI/pytorch-lightning#21141):
+    on its log-spaced range that favours the first bend of the curve, 10 to 100 times too small an lr. The
+    first 10 points are skipped, as Lightning does: its running mean of the loss is biased there.
+    """
+    lr = torch.tensor(lrs[10:], dtype=torch.float64)
+    loss = torch.tensor(losses[10:], dtype=torch.float64)
+    finite = torch.isfinite(loss)
+    lr, loss = lr[finite], loss[finite]
+    end = int(loss.argmin()) + 1 if len(loss) else 0  # past the minimum the loss diverges
+    if end < 2:
+        return None
+    slope = torch.gradient(loss[:end], spacing=[lr[:end].log()])[0]
+    return float(lr[slope.argmin()])
+
+
+def find_lr(
+    trainer: pl.Trainer, module: ClassificationModule, datamodule: ArrayDataModule, finder_args: DictConfig
+) -> float:
+    """`lr_find=true`: Lightning's range test (`lr_finder` holds its `Tuner.lr_find` arguments) on the run's
+    trainer, from the run's initial weights, which it restores; returns the lr to train with."""
+    from pytorch_lightning.tuner import Tuner
+
+    max_epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = -1  # the test takes its `num_training` steps however few epochs the run has
+    try:
+        finder = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False, **finder_args)
+    finally:
+        trainer.fit_loop.max_epochs = max_epochs
+    if finder is None:  # fast_dev_run: Lightning skips the test, and says so
+        return module.lr
+    lr = steepest_descent(finder.results["lr"], finder.results["loss"])
+    if lr is None:
+        raise ConfigError(
+            f"lr_find=true: the loss never fell in the range test from lr_finder.min_lr={finder_args.min_lr} "
+            f"to max_lr={finder_args.max_lr} ({len(finder.results['lr'])} steps); set optimizer.lr and lr_find=false"
+        )
+    log.info("lr_find suggests lr=%.3g; training with it", lr)
+    return lr
+
+
 def fit_and_evaluate(
     cfg: DictConfig,
     datamodule: ArrayDataModule,
@@ -234,13 +278,8 @@ def fit_and_evaluate(
     trainer = build_trainer(cfg, metric, output_dir, epoch_pruning)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    if cfg.lr_find:
-        from pytorch_lightning.tuner import Tuner
-
-        finder = Tuner(trainer).lr_find(module, datamodule=datamodule, attr_name="lr")
-        log.info("lr_find suggests lr=%.3g; training with it", module.lr)
-        if finder is not None and finder.suggestion() is None:
-            raise ConfigError("lr_find=true found no learning rate suggestion; set optimizer.lr and lr_find=false")
+    if flag(cfg, "lr_find"):
+        module.lr = find_lr(trainer, module, datamodule, cfg.lr_finder)
 
     resume_from = resume_checkpoint(output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
@@ -257,12 +296,17 @@ def fit_and_evaluate(
     if "model/latency_ms" in objectives:
         results["model"]["latency_ms"] = measure_latency_ms(net, datamodule.input_shape)
     values = [results[name.split("/")[0]][name.split("/")[1]] for name in objectives]
-    extra = {"optimized_metric": metric.name, "value": results["val"][metric.metric], "epochs": trainer.current_epoch}
+    extra = {
+        "optimized_metric": metric.name,
+        "value": results["val"][metric.metric],
+        "epochs": trainer.current_epoch,
+        "lr": module.lr,  # trained with: lr_find's suggestion with lr_find=true
+    }
     if cfg.get("objectives"):
         extra["objectives"] = dict(zip(objectives, values))
     if trainer.is_global_zero:  # under DDP every process gets here, with the same (reduced) metrics
         write_metrics(output_dir / "metrics.json", results, {**extra, "best_checkpoint": checkpoint})
-    log_hparams(trainer.loggers, cfg, {stage: results[stage] for stage in stage_outputs})
+        log_hparams(trainer.loggers, run_settings(cfg, module.lr), {stage: results[stage] for stage in stage_outputs})
     log.info("best checkpoint: %s\n%s", checkpoint, format_table(results))
     return RunOutcome(values, results, trainer.current_epoch)
 
