@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, cluster_partition
+from conftest import CONF, ROOT, cluster_partition
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from lightning_tune.schemas import register_schemas
 
 README = ROOT / "README.md"
 INTERFACE = ROOT.parent / "shared" / "docs" / "interface.md"
@@ -78,7 +82,7 @@ RUN_FILES = backticked_files("## What a run leaves behind")  # .hydra/, tensorbo
 SWEEP_FILES = [name for name in backticked_files("**Results**") if not name.startswith("<")]  # trials.csv, ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Command:
     """A documented command, what this machine appends to it, and what it must leave."""
 
@@ -90,7 +94,17 @@ class Command:
 
     @property
     def sweeps_with_optuna(self) -> bool:
-        return "-m" in self.words and any(w.startswith(("hparams_search=", "experiment=")) for w in self.words)
+        """A `-m` command whose composed config chooses our Optuna sweeper (a preset, or an experiment that
+        brings its own search), rather than Hydra's basic one."""
+        if "-m" not in self.words:
+            return False
+        overrides = [word for word in self.words if word.startswith(("hparams_search=", "experiment=", "hydra/sweeper="))]
+        register_schemas()
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            sweeper = compose("train", overrides, return_hydra_config=True).hydra.sweeper
+        GlobalHydra.instance().clear()
+        return sweeper._target_.endswith("LightningTuneSweeper")
 
     @property
     def needs_gpu(self) -> bool:
@@ -202,3 +216,18 @@ def test_documented_command_runs_as_printed(command: Command, scratch: Path):
         assert len(run_dirs) == 1, run_dirs
     for run_dir in run_dirs:
         assert leaves(run_dir, command) == [], f"{run_dir} lacks them"
+
+
+@pytest.mark.slow
+def test_the_same_sweep_command_again_resumes_its_study_in_the_default_directory(scratch: Path):
+    """`python train.py -m hparams_search=tpe` typed twice: one sweep directory, no trial run twice; a larger
+    `n_trials` extends the same study."""
+    command = Command("python train.py -m hparams_search=tpe").shrunk()
+    runs = [run_in(scratch, command) for _ in range(2)]
+    runs.append(run_in(scratch, f"{command} hydra.sweeper.n_trials=3"))
+    for run in runs:
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    (sweep_dir,) = (scratch / "multirun").iterdir()
+    assert "Launching" not in runs[1].stdout + runs[1].stderr  # the study already holds its 2 trials
+    assert sorted(path.name for path in sweep_dir.iterdir() if path.name.isdigit()) == ["0", "1", "2"]
+    assert [line.split(",")[0] for line in (sweep_dir / "trials.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
