@@ -145,11 +145,20 @@ class ClassificationModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.train_outputs.reset()
+        self.epoch_first_step = self.global_step
+
+    def _logs_epoch(self) -> bool:
+        """Whether this epoch's train metrics are logged: when a logging step fell in it (every epoch of
+        `log_every_n_steps` steps or more), and at the last epoch. An epoch of one full batch, 600 times
+        over, would otherwise spend more time in Lightning's `log` than in training."""
+        every, trainer = self.trainer.log_every_n_steps, self.trainer
+        last = trainer.should_stop or (trainer.max_epochs is not None and self.current_epoch + 1 >= trainer.max_epochs)
+        return every <= 0 or last or self.global_step // every > self.epoch_first_step // every
 
     def on_train_epoch_end(self) -> None:
         self._stop_if_diverged()
         outputs = self.train_outputs
-        if not outputs.losses:  # no step in this process this epoch, e.g. resumed after its last batch
+        if not outputs.losses or not self._logs_epoch():  # no step here this epoch, e.g. resumed after its last batch
             return
         self.train_metrics.update(*outputs.labels())
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)

@@ -58,3 +58,19 @@ def test_a_non_finite_penalty_is_divergence_too() -> None:
     for batch, penalty in enumerate([0.5, math.inf]):
         outputs.add(batch, *predicted_zeros(2), torch.tensor(1.0), torch.tensor(penalty))
     assert outputs.first_non_finite() == (1, math.inf)
+
+
+@pytest.mark.parametrize("batch_size, every, logged", [(150, 3, [2, 5, 6]), (16, 3, list(range(7)))])
+def test_train_metrics_of_epochs_shorter_than_the_log_interval_are_logged_at_its_steps_and_the_end(
+    make_cfg, tmp_path, batch_size, every, logged
+):
+    """Full-batch iris (one step an epoch): epochs 2 and 5 hold steps 3 and 6, and 6 is the last; with
+    batches of 16 (7 steps an epoch) every epoch holds a logging step."""
+    from lightning_tune.run import train
+
+    train(make_cfg("data=iris", "model=linear", f"data.batch_size={batch_size}", "trainer.max_epochs=7",
+                   f"trainer.log_every_n_steps={every}", "logger=csv"))  # fmt: skip
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    epochs = [int(row.split(",")[header.index("epoch")]) for row in rows[1:] if row.split(",")[header.index("train/acc")]]
+    assert epochs == logged
