@@ -143,6 +143,9 @@ class ClassificationModule(pl.LightningModule):
             batch, value = diverged
             raise TrainingDiverged(f"training loss is {value} at epoch {self.current_epoch}, batch {batch}")
 
+    def on_train_start(self) -> None:  # also where a run resumed in the middle of an epoch starts
+        self.epoch_first_step = self.global_step
+
     def on_train_epoch_start(self) -> None:
         self.train_outputs.reset()
         self.epoch_first_step = self.global_step

@@ -1,11 +1,11 @@
 """The README's numbers, measured: its commands run as printed, in a scratch copy of the repository with the
 default run and sweep directories, timed from process start to exit.
 
-    python scripts/bench_readme.py [--repeats 2] [--only default,resnet_adam] [--load] [--lr-find]
+    python scripts/bench_readme.py [--repeats 2] [--only default,resnet_adam] [--threads] [--lr-find]
 
 Prints JSON. For each command: wall seconds per run, and the val/test accuracy of the run (for a sweep, of
-its best trial, and every trial's value). `--load` runs the default job again beside one busy process (a
-CPU hog), with torch's default thread count and with OMP_NUM_THREADS=1. `--lr-find` compares test accuracy
+its best trial, and every trial's value). `--threads` times the default job with torch's default thread
+count and with OMP_NUM_THREADS=1, alone and beside one busy process (a CPU hog). `--lr-find` compares test accuracy
 with and without `lr_find=true` over seeds, on the default job and on SGD with a poor lr.
 """
 
@@ -55,21 +55,27 @@ def run(command: str, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
     else:
         run_dir = next(path.parent for path in repo.glob("*/**/metrics.json") if not path.parent.name.startswith("fold_"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    result.update({"val_acc": round(metrics["val"]["acc"], 4), "test_acc": round(metrics.get("test", {}).get("acc", float("nan")), 4)})
+    result.update({
+        "val_acc": round(metrics["val"]["acc"], 4),
+        "test_acc": round(metrics.get("test", {}).get("acc", float("nan")), 4),
+        "lr": metrics.get("lr"),
+    })
     shutil.rmtree(repo.parent)
     return result
 
 
-def under_load(repeats: int) -> dict[str, Any]:
-    """The default job beside one busy process: torch's own thread count, then one thread."""
+def threads(repeats: int) -> dict[str, Any]:
+    """Wall seconds of the default job with torch's own thread count and with one thread: alone, then beside
+    one busy process."""
+    settings = {"torch's default threads": {}, "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"}}
+    table = {f"idle, {name}": [run(COMMANDS["default"], env)["wall_s"] for _ in range(repeats)] for name, env in settings.items()}
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        return {
-            "default threads": [run(COMMANDS["default"])["wall_s"] for _ in range(repeats)],
-            "OMP_NUM_THREADS=1": [run(COMMANDS["default"], {"OMP_NUM_THREADS": "1"})["wall_s"] for _ in range(repeats)],
-        }
+        for name, env in settings.items():
+            table[f"one busy process, {name}"] = [run(COMMANDS["default"], env)["wall_s"] for _ in range(repeats)]
     finally:
         hog.kill()
+    return table
 
 
 def lr_find_comparison(seeds: list[int]) -> dict[str, Any]:
@@ -78,8 +84,10 @@ def lr_find_comparison(seeds: list[int]) -> dict[str, Any]:
     table = {}
     for name, extra in cases.items():
         for finder in ("false", "true"):
-            accs = [run(f"python train.py{extra} lr_find={finder} seed={seed}", {"OMP_NUM_THREADS": "1"})["test_acc"] for seed in seeds]
-            table[f"{name}, lr_find={finder}"] = {"test_acc": accs, "mean": round(statistics.mean(accs), 4)}
+            runs = [run(f"python train.py{extra} lr_find={finder} seed={seed}", {"OMP_NUM_THREADS": "1"}) for seed in seeds]
+            accs = [r["test_acc"] for r in runs]
+            table[f"{name}, lr_find={finder}"] = {"test_acc": accs, "mean": round(statistics.mean(accs), 4),
+                                                  "lr": [float(f"{r['lr']:.3g}") for r in runs]}  # fmt: skip
     return table
 
 
@@ -87,15 +95,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", default=",".join(COMMANDS), help=f"comma-separated, of: {', '.join(COMMANDS)}")
-    parser.add_argument("--load", action="store_true", help="also the default job beside a CPU hog")
+    parser.add_argument("--threads", action="store_true", help="also the default job by thread count, idle and loaded")
     parser.add_argument("--lr-find", action="store_true", help="also lr_find against none, seeds 0-5 and 0-2")
     args = parser.parse_args()
     report: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}
     for name in args.only.split(","):
         runs = [run(COMMANDS[name]) for _ in range(args.repeats)]
         report[name] = {"command": COMMANDS[name], "runs": runs}
-    if args.load:
-        report["default job under load"] = under_load(args.repeats)
+    if args.threads:
+        report["default job, threads"] = threads(args.repeats)
     if args.lr_find:
         report["lr_find"] = lr_find_comparison(list(range(6)))
     print(json.dumps(report, indent=2))

@@ -395,9 +395,11 @@ def test_a_preempted_trial_is_requeued_and_resumes_from_its_checkpoint(partition
     process, log, job_id = one_long_trial(partition, sweep_dir)
     try:
         subprocess.run(["scancel", "--signal=USR1", job_id], check=True)
-        # SLURM holds a requeued job for CredExpire (120 s) before it may start again: release it now
+        # SLURM holds a requeued job for CredExpire (120 s) before it may start again: release it in 2 s. Not at
+        # once: slurmd kills a job that starts in the second its old credential was revoked ("Job credential
+        # revoked"), which failed this test one time in three.
         wait_for(lambda: "BeginTime" in job_state(job_id), "requeue", log, process)
-        subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
+        subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now+2"], check=True)
     finally:
         sweep = finished(process, log, sweep_dir)
     sweep.ok()

@@ -1,8 +1,8 @@
 """The Optuna sweeper, extended: resumable studies, pruning, robust trials, budgets and results.
 
-Built on hydra-optuna-sweeper's `OptunaSweeperImpl` (its search-space parsing and trial
-configuration are reused); `sweep` is ours, because the released loop cannot resume, prune,
-survive a NaN trial or number jobs by trial.
+Built on hydra-optuna-sweeper's `OptunaSweeperImpl` (its config and distribution parsing are reused);
+`sweep` is ours, because the released loop cannot resume, prune, survive a NaN trial, number jobs by
+trial, fit its search space to the chosen config groups (`space.py`) or run a grid point only once.
 """
 
 import ctypes
@@ -272,9 +272,11 @@ class TuningSweeper(OptunaSweeperImpl):
         """The configured sampler, seeded by `hydra.sweeper.sampler.seed` or else the sweep's `seed`, so the
         same command suggests the same trials; resumed, by a seed derived from it and the trials so far, lest
         it suggest the first run's trials again. A grid's trials are all enqueued: no sampler draws them."""
+        if grid:
+            return optuna.samplers.RandomSampler(sweep_seed)
         sampler_cfg = self.config.hydra.sweeper.sampler
-        if grid or "seed" not in sampler_cfg:
-            return optuna.samplers.RandomSampler(sweep_seed) if grid else self.sampler
+        if "seed" not in sampler_cfg:
+            return self.sampler
         seed = sweep_seed if sampler_cfg.seed is None else int(sampler_cfg.seed)
         return instantiate(sampler_cfg, seed=derive_seed(seed, n_trials_so_far) if n_trials_so_far else seed)
 
