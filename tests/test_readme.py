@@ -137,8 +137,8 @@ def marks(command: Command) -> list:
         found.append(pytest.mark.skipif(not torch.cuda.is_available(), reason=reason))
     if command.on_slurm:
         found.append(pytest.mark.slurm)
-    if command.sweeps_with_optuna or "-m" in command.words or command.on_slurm:
-        found.append(pytest.mark.slow)
+    if command.text != "python train.py" and not {"--help", "--cfg"} & set(command.words):
+        found.append(pytest.mark.slow)  # the quick part keeps the main job, the help and the printed config
     return found
 
 
