@@ -39,11 +39,13 @@ def fold_dir(output_dir: Path, index: int) -> Path:
 
 @dataclass
 class RunOutcome:
-    """What a run (or one fold of it) returns: objective values, evaluated metrics (val, test, model), epochs."""
+    """What a run (or one fold of it) returns: objective values, evaluated metrics (val, test, model), epochs,
+    and the learning rate it trained with."""
 
     values: list[float]
     results: Results
     epochs: int
+    lr: Optional[float]
 
     @classmethod
     def read(cls, path: Path, objectives: list[str]) -> "RunOutcome":
@@ -51,7 +53,7 @@ class RunOutcome:
         saved = json.loads(path.read_text())
         results = {stage: saved[stage] for stage in ("val", "test", "model") if stage in saved}
         values = [results[name.split("/")[0]][name.split("/")[1]] for name in objectives]
-        return cls(values, results, saved["epochs"])
+        return cls(values, results, saved["epochs"], saved.get("lr"))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -124,6 +126,7 @@ def cross_validate(
         "optimized_metric": metric.name,
         "value": results["val"][metric.metric],
         "epochs": [outcome.epochs for outcome in outcomes],
+        "lr": [outcome.lr for outcome in outcomes],  # each fold's: lr_find may find a different one per fold
     }
     if cfg.get("objectives"):
         extra["objectives"] = dict(zip(objectives, values))

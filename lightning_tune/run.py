@@ -86,6 +86,16 @@ def compile_network(net: nn.Module) -> None:
         raise ConfigError(f"compile=true, but torch.compile does not work here ({reason}); set compile=false") from None
 
 
+def set_threads(value: Any) -> None:
+    """`threads`: how many threads torch gives each operation of this run; null keeps torch's default, one
+    per core. Raises ConfigError unless it is a positive int or null."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+        raise ConfigError(f"threads={value!r} must be a positive int, or null for torch's default (one per core)")
+    torch.set_num_threads(int(value))
+
+
 def check_optimization(module: ClassificationModule, max_epochs: Optional[int]) -> None:
     """Build the optimizer and schedule once, then drop them, so that a bad lr or schedule fails
     before any file is written rather than inside `fit`, after the logger has started."""
@@ -199,6 +209,7 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
     """
     metric = OptimizedMetric.parse(cfg.optimized_metric)
     objectives = objective_names(cfg)
+    set_threads(cfg.get("threads"))
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an int")
     folds = cv_folds(cfg)
@@ -247,7 +258,9 @@ def find_lr(
     from pytorch_lightning.tuner import Tuner
 
     max_epochs = trainer.fit_loop.max_epochs
-    trainer.fit_loop.max_epochs = -1  # the test takes its `num_training` steps however few epochs the run has
+    # The test takes its `num_training` steps however few epochs the run has (an epoch has a step at least). A
+    # schedule built for the test sees that many epochs, and is dropped with the test: the run builds its own.
+    trainer.fit_loop.max_epochs = max(max_epochs or 1, finder_args.num_training)
     try:
         finder = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False, **finder_args)
     finally:
@@ -308,7 +321,7 @@ def fit_and_evaluate(
         write_metrics(output_dir / "metrics.json", results, {**extra, "best_checkpoint": checkpoint})
         log_hparams(trainer.loggers, run_settings(cfg, module.lr), {stage: results[stage] for stage in stage_outputs})
     log.info("best checkpoint: %s\n%s", checkpoint, format_table(results))
-    return RunOutcome(values, results, trainer.current_epoch)
+    return RunOutcome(values, results, trainer.current_epoch, module.lr)
 
 
 def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:

@@ -116,6 +116,7 @@ def test_a_cv_run_trains_each_fold_in_its_directory_and_reports_mean_and_std(mak
     assert cv["objectives"]["val/acc"]["std"] == pytest.approx(cv["std"])
     assert metrics["test"]["acc"] == pytest.approx(statistics.fmean(fold["test"]["acc"] for fold in folds))
     assert cv["test_std"]["acc"] == pytest.approx(statistics.pstdev(fold["test"]["acc"] for fold in folds))
+    assert metrics["lr"] == [fold["lr"] for fold in folds] == [0.001] * 3  # each fold trained with optimizer.lr
     for i, fold in enumerate(folds):  # each fold's own checkpoint and logs
         assert Path(fold["best_checkpoint"]).parent == tmp_path / f"fold_{i}" / "checkpoints"
         assert (tmp_path / f"fold_{i}" / "csv" / "metrics.csv").is_file()
@@ -152,7 +153,7 @@ def fake_folds(values: list[float]):
     def fit_fold(index: int, fold_dir: Path) -> RunOutcome:
         seen.append(fold_dir.name)
         fold_dir.mkdir(parents=True)
-        return RunOutcome([values[index]], {"val": {"acc": values[index]}}, epochs=1)
+        return RunOutcome([values[index]], {"val": {"acc": values[index]}}, epochs=1, lr=0.001)
 
     return fit_fold, seen
 

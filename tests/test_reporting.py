@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, FAST
+from conftest import CONF, FAST, group_options
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -93,8 +93,10 @@ def test_lr_find_reports_the_lr_it_trained_with(hydra_run, tmp_path):
     assert info.domain_interval.min_value == pytest.approx(lr)
 
 
-def test_lr_find_takes_its_steps_however_few_epochs_the_run_has(make_cfg, tmp_path, monkeypatch):
-    """40 steps of the range test in a run of one epoch of 3 batches, which then trains one epoch."""
+@pytest.mark.parametrize("scheduler", group_options("scheduler"))
+def test_lr_find_takes_its_steps_however_few_epochs_the_run_has(make_cfg, tmp_path, monkeypatch, scheduler):
+    """40 steps of the range test in a run of one epoch of 3 batches, which then trains one epoch, whatever
+    its schedule (each is built for the test, then for the run)."""
     lr_find = Tuner.lr_find
     finders = []
 
@@ -103,7 +105,7 @@ def test_lr_find_takes_its_steps_however_few_epochs_the_run_has(make_cfg, tmp_pa
         return finders[-1]
 
     monkeypatch.setattr(Tuner, "lr_find", recorded)
-    train(make_cfg(*SHORT, *LR_FIND))
+    train(make_cfg(*SHORT, *LR_FIND, f"scheduler={scheduler}"))
     [finder] = finders
     assert len(finder.results["lr"]) == 40 and finder.results["lr"][-1] > 0.5  # up to max_lr=1
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 1

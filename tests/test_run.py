@@ -173,3 +173,25 @@ def test_bad_values_raise_one_line_config_error_naming_the_key(make_cfg, overrid
     message = str(error.value)
     assert key in message
     assert "\n" not in message
+
+
+def test_threads_default_to_omp_num_threads_then_slurms_cpus_then_one(make_cfg, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert str(make_cfg().threads) == "1"
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert str(make_cfg().threads) == "4"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert str(make_cfg().threads) == "2"
+
+
+def test_threads_set_torchs_thread_count_and_bad_values_are_one_line(make_cfg, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        train(make_cfg("threads=3", "model=mlp"))
+        assert torch.get_num_threads() == 3
+        for bad in ("0", "-1", "abc", "true", "1.5"):
+            with pytest.raises(ConfigError, match=r"^threads=.* must be a positive int, or null"):
+                train(make_cfg(f"threads={bad}"))
+    finally:
+        torch.set_num_threads(before)

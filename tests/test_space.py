@@ -1,17 +1,22 @@
 """The search space fitted to the config groups each trial chooses, and the grid's points."""
 
 import pytest
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, UniformDistribution
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.space import SearchSpace, fit_to_groups, typed_param_names
 
 OPTIMIZERS = CategoricalDistribution(["adam", "sgd"])
-KEYS = {"adam": {"optimizer.lr"}, "sgd": {"optimizer.lr", "optimizer.momentum"}, "linear": set(), "cnn": {"model.depth"}}
+CONFIGS = {  # the sweep's config with each option: only the keys that matter here
+    "adam": {"optimizer": {"lr": 0.001}, "model": {"depth": 2}},
+    "sgd": {"optimizer": {"lr": 0.01, "momentum": 0.9}, "model": {"depth": 2}},
+    "linear": {"optimizer": {"lr": 0.001}, "model": {}},
+}
 
 
-def has_key(group: str, option: str, name: str) -> bool:
-    return name in KEYS[option]
+def option_config(group: str, option: str):
+    return OmegaConf.create(CONFIGS[option]) if option in CONFIGS else f"Could not find '{group}/{option}'"
 
 
 def space(**distributions) -> SearchSpace:
@@ -21,9 +26,9 @@ def space(**distributions) -> SearchSpace:
 def test_a_param_of_some_options_only_is_tied_to_them():
     fitted, dropped = fit_to_groups(
         space(optimizer=OPTIMIZERS, optimizer__lr=UniformDistribution(0.01, 0.1), optimizer__momentum=UniformDistribution(0.5, 0.9)),
-        {"optimizer": "adam"}, has_key, typed=set(),
+        {"optimizer": "adam"}, option_config, typed=set(),
     )  # fmt: skip
-    assert dropped == {} and fitted.requires == {"optimizer.momentum": ("optimizer", frozenset({"sgd"}))}
+    assert dropped == [] and fitted.requires == {"optimizer.momentum": ("optimizer", frozenset({"sgd"}))}
     assert fitted.applies("optimizer.momentum", {"optimizer": "sgd"})
     assert not fitted.applies("optimizer.momentum", {"optimizer": "adam"})
     assert fitted.applies("optimizer.lr", {"optimizer": "adam"})
@@ -32,24 +37,25 @@ def test_a_param_of_some_options_only_is_tied_to_them():
 
 def test_a_param_no_option_has_is_dropped_from_a_preset_and_refused_from_the_command_line():
     preset = space(model__depth=CategoricalDistribution([1, 2]), optimizer__lr=UniformDistribution(0.01, 0.1))
-    fitted, dropped = fit_to_groups(preset, {"model": "linear", "optimizer": "adam"}, has_key, typed=set())
-    assert dropped == {"model=linear": ["model.depth"]} and list(fitted.distributions) == ["optimizer.lr"]
+    fitted, dropped = fit_to_groups(preset, {"model": "linear", "optimizer": "adam"}, option_config, typed=set())
+    assert dropped == ["model=linear has no model.depth"] and list(fitted.distributions) == ["optimizer.lr"]
     with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.params\.model\.depth: model=linear has no key 'depth'$"):
-        fit_to_groups(preset, {"model": "linear", "optimizer": "adam"}, has_key, typed={"model.depth"})
+        fit_to_groups(preset, {"model": "linear", "optimizer": "adam"}, option_config, typed={"model.depth"})
 
 
-def test_an_option_that_does_not_compose_keeps_its_params_and_fails_its_own_trials():
-    fitted, dropped = fit_to_groups(
-        space(optimizer=CategoricalDistribution(["sgd", "foo"]), optimizer__momentum=UniformDistribution(0.5, 0.9)),
-        {"optimizer": "sgd"}, lambda group, option, name: None if option == "foo" else True, typed=set(),
-    )  # fmt: skip
-    assert dropped == {} and fitted.requires == {}
+def test_an_option_that_does_not_compose_is_left_out_of_a_presets_space_and_kept_in_a_typed_one():
+    swept = space(optimizer=CategoricalDistribution(["sgd", "foo"]), optimizer__momentum=UniformDistribution(0.5, 0.9))
+    fitted, notes = fit_to_groups(swept, {"optimizer": "sgd"}, option_config, typed=set())
+    assert fitted.distributions["optimizer"].choices == ("sgd",) and fitted.requires == {}
+    assert notes == ["optimizer=foo does not compose here (Could not find 'optimizer/foo')"]
+    fitted, notes = fit_to_groups(swept, {"optimizer": "sgd"}, option_config, typed={"optimizer"})
+    assert fitted.distributions["optimizer"].choices == ("sgd", "foo") and notes == []  # foo's trials fail, saying why
 
 
 def test_the_grid_has_each_point_once_conditional_params_only_where_they_exist_in_the_seeds_order():
     fitted, _ = fit_to_groups(
         space(optimizer=OPTIMIZERS, optimizer__momentum=CategoricalDistribution([0.5, 0.9])),
-        {"optimizer": "adam"}, has_key, typed=set(),
+        {"optimizer": "adam"}, option_config, typed=set(),
     )  # fmt: skip
     points = fitted.grid(seed=1)
     expected = [{"optimizer": "adam"}, {"optimizer": "sgd", "optimizer.momentum": 0.5}, {"optimizer": "sgd", "optimizer.momentum": 0.9}]

@@ -179,6 +179,7 @@ JOBS: dict[str, Job] = {
     )),  # fmt: skip
     "switched_sampler": Job(sweep_job("hparams_search=tpe", "hydra/sweeper/sampler=random", *TINY, "hydra.sweeper.n_trials=2")),
     "linear": Job(sweep_job("hparams_search=random", "model=linear", "data=iris", *TINY, "hydra.sweeper.n_trials=3")),
+    "keras_tuned": Job(sweep_job("experiment=resnet_adam", "hparams_search=random", *TINY, "hydra.sweeper.n_trials=3")),
     "conditional": Job(sweep_job(
         "hparams_search=random", *[o for o in ONLY_LR if not o.startswith("optimizer")], "optimizer=choice(adam,sgd)",
         "optimizer.lr=0.01", "+hydra.sweeper.params.optimizer.momentum='interval(0.5,0.99)'",
@@ -202,6 +203,14 @@ BAD_SWEEPS = {
     "off_grid": (
         "hparams_search=grid optimizer.lr=choice(0.001,0.01) hydra.sweeper.enqueue_trials=[{{optimizer.lr:0.05}}]",
         "hydra.sweeper.enqueue_trials",
+    ),
+    "enqueued_typo": (
+        "hparams_search=random hydra.sweeper.enqueue_trials=[{{optimizer.lrr:0.01}}]",
+        "hydra.sweeper.enqueue_trials[0]: optimizer.lrr not swept",
+    ),
+    "experiment_and_preset": (
+        "experiment=iris_logreg_grid hparams_search=tpe",
+        "experiment=iris_logreg_grid brings its own search, which does not combine with hparams_search=tpe",
     ),
     "no_such_key": (
         "hparams_search=random model=linear data=iris hydra.sweeper.params.model.depth='choice(1,2)'",
@@ -265,7 +274,7 @@ def test_grid_runs_each_point_once_in_directories_numbered_by_trial(sweep):
     trials = sweep.trials()
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 4  # n_trials=1000 capped by the grid
     assert {(t.params["model.depth"], t.params["optimizer.lr"]) for t in trials} == GRID_POINTS
-    assert "4 trial(s) to finish" in sweep.output
+    assert "0 of 4 trial(s) finished" in sweep.output
     for trial in trials:
         run_dir = sweep.dir / str(trial.number)
         assert trial.user_attrs["run_dir"] == str(run_dir.resolve())
@@ -499,6 +508,16 @@ def test_a_preset_with_a_model_that_lacks_some_params_sweeps_the_rest(sweep):
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
     assert "Not swept: model=linear has no model.depth, model.width" in sweep.output
     assert all(not name.startswith("model.") and "optimizer.lr" in trial.params for trial in trials for name in trial.params)
+
+
+@pytest.mark.slow
+@uses("keras_tuned")
+def test_a_presets_option_that_does_not_compose_with_the_experiment_is_left_out(sweep):
+    """experiment=resnet_adam sets Adam's eps, which SGD has not: the preset's optimizer choice loses sgd."""
+    trials = sweep.ok().trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
+    assert "Not swept: optimizer=sgd does not compose here (" in sweep.output
+    assert {trial.params["optimizer"] for trial in trials} <= {"adam", "rmsprop"}
 
 
 @pytest.mark.slow

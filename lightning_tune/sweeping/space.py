@@ -4,18 +4,21 @@ config groups each trial chooses, and enumerated for the grid.
 A param belongs to a config group by its first key (`optimizer.momentum` to `optimizer`). Where that
 group's option is swept too, the param is suggested only in trials whose option has the key (a
 conditional search space, as Optuna's define-by-run allows): an adam/sgd sweep tunes momentum for SGD
-alone. A param that no option of its group has (`model.depth` with `model=linear`) is dropped when a
-preset or an experiment brought it, and refused when the command line asked for it.
+alone. A param that no option of its group has (`model.depth` with `model=linear`), or a swept option
+that does not compose with the rest of the command (`optimizer=sgd` beside an experiment that sets Adam's
+`eps`), is left out when a preset or an experiment brought it, and a param is refused when the command
+line asked for it.
 """
 
 import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -27,6 +30,7 @@ from lightning_tune.errors import ConfigError
 
 GROUP_OPTION = "_option_"  # in nested params: the config group's own option, e.g. optimizer: {_option_: ...}
 PARAMS_KEY = "hydra.sweeper.params"
+_ABSENT = object()  # OmegaConf.select's answer for a key that is not there
 
 
 def flatten_params(params: Any, prefix: str = "") -> list[str]:
@@ -135,28 +139,42 @@ class SearchSpace:
 def fit_to_groups(
     space: SearchSpace,
     base_choices: Mapping[str, Any],
-    has_key: Callable[[str, Any, str], Optional[bool]],
+    option_config: Callable[[str, Any], Union[DictConfig, str]],
     typed: set[str],
-) -> tuple[SearchSpace, dict[str, list[str]]]:
-    """`space` with each param tied to the options of its group that have it, and the params that no
-    option has dropped: ({group: [dropped param, ...]}).
+) -> tuple[SearchSpace, list[str]]:
+    """`space` fitted to the config groups: each param tied to the options of its group that have it; the
+    params that no option has, and the swept options that do not compose with the rest of the command,
+    left out where a preset or an experiment brought them. Returns the space and a note on each thing left out.
 
-    `base_choices` are the sweep's own group choices ({"model": "cnn", ...}); `has_key(group, option, name)`
-    tells whether that option's composed config has `name` (None: it does not compose, so its trials fail
-    with Hydra's reason). Raises ConfigError for a param that the command line asked for and no option has.
+    `base_choices` are the sweep's own group choices ({"model": "cnn", ...}); `option_config(group, option)`
+    is the sweep's config with that option, or Hydra's reason why it does not compose. What the command line
+    itself sweeps (`typed`) is kept: a param no option has raises ConfigError, an option that does not compose
+    fails its trials with Hydra's reason.
     """
     distributions, fixed = dict(space.distributions), dict(space.fixed)
+    notes: list[str] = []
+    for group, distribution in space.distributions.items():
+        if group in base_choices and group not in typed and isinstance(distribution, CategoricalDistribution):
+            failing = {o: r for o in distribution.choices if isinstance(r := option_config(group, o), str)}
+            if failing and len(failing) < len(distribution.choices):
+                distributions[group] = CategoricalDistribution([o for o in distribution.choices if o not in failing])
+                notes += [f"{group}={option} does not compose here ({reason})" for option, reason in failing.items()]
+
+    def has(group: str, option: Any, name: str) -> bool:
+        config = option_config(group, option)
+        return isinstance(config, str) or OmegaConf.select(config, name, default=_ABSENT) is not _ABSENT
+
     requires: dict[str, tuple[str, frozenset]] = {}
-    dropped: dict[str, list[str]] = {}
+    missing: dict[str, list[str]] = {}
     for name in [*distributions, *fixed]:
         group = name.split(".", 1)[0]
         if "." not in name or group not in base_choices:
             continue
-        if group in distributions and isinstance(distributions[group], CategoricalDistribution):
+        if isinstance(distributions.get(group), CategoricalDistribution):
             options = list(distributions[group].choices)
         else:
             options = [fixed.get(group, base_choices[group])]
-        having = [option for option in options if has_key(group, option, name) is not False]
+        having = [option for option in options if has(group, option, name)]
         if len(having) == len(options):
             continue
         if having:
@@ -165,7 +183,8 @@ def fit_to_groups(
         shown = ",".join(map(str, options))
         if name in typed:
             raise ConfigError(f"{PARAMS_KEY}.{name}: {group}={shown} has no key {name.split('.', 1)[1]!r}")
-        dropped.setdefault(f"{group}={shown}", []).append(name)
+        missing.setdefault(f"{group}={shown}", []).append(name)
         distributions.pop(name, None)
         fixed.pop(name, None)
-    return SearchSpace(distributions, fixed, requires), dropped
+    notes += [f"{choice} has no {', '.join(names)}" for choice, names in missing.items()]
+    return SearchSpace(distributions, fixed, requires), notes

@@ -13,12 +13,12 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Union
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.types import HydraContext
+from hydra.types import HydraContext, RunMode
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # enqueue_trial in 2.10
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-_ABSENT = object()  # OmegaConf.select's answer for a key that is not there
 INTERRUPTED = "interrupted"  # user attr of a trial that a crashed or killed sweep left running
 
 
@@ -200,9 +199,16 @@ class TuningSweeper(OptunaSweeperImpl):
     def _warm_start_params(self, names: Sequence[str]) -> list[dict[str, Any]]:
         """`enqueue_trials`, then an earlier sweep's best values of the params swept now.
 
-        Its `optimization_results.yaml` names group options too; `best.yaml` alone gives values only.
+        Its `optimization_results.yaml` names group options too; `best.yaml` alone gives values only. Raises
+        ConfigError for an enqueued param that is not swept: a typo would be ignored.
         """
         params = list(self.enqueue_trials)
+        for index, trial in enumerate(params):
+            if unknown := sorted(set(trial) - set(names)):
+                raise ConfigError(
+                    f"hydra.sweeper.enqueue_trials[{index}]: {', '.join(unknown)} not swept; the swept params are "
+                    f"{', '.join(names)}"
+                )
         if self.warm_start:
             path = Path(self.warm_start)
             path = path / "best.yaml" if path.is_dir() else path
@@ -218,37 +224,49 @@ class TuningSweeper(OptunaSweeperImpl):
         return params
 
     # --- the search space ---------------------------------------------------------------------
+    def _refuse_two_searches(self) -> None:
+        """An experiment that brings its own search (`hydra.sweeper.params`) and a preset would merge two
+        search spaces and two samplers into one that neither describes: refuse the pair on one line."""
+        choices = self.config.hydra.runtime.choices
+        experiment, preset = choices.get("experiment"), choices.get("hparams_search")
+        if not (experiment and preset):
+            return
+        own = self.hydra_context.config_loader.load_configuration(
+            self.config.hydra.job.config_name, [f"experiment={experiment}"], run_mode=RunMode.MULTIRUN
+        )
+        if OmegaConf.select(own, "hydra.sweeper.params"):
+            raise ConfigError(
+                f"experiment={experiment} brings its own search, which does not combine with hparams_search={preset}: "
+                f"drop hparams_search, and change the experiment's search with hydra.sweeper.params.<key>=..."
+            )
+
     def _search_space(self, arguments: List[str]) -> SearchSpace:
         """The params of `hydra.sweeper.params` and the command line's sweeps, fitted to the config groups."""
+        self._refuse_two_searches()
         distributions, fixed = parse_search_space(flatten_params(self.params or {}) + list(arguments))
         distributions = {**(self.search_space_distributions or {}), **distributions}
         for name in fixed:
             distributions.pop(name, None)
         base_choices = {group: option for group, option in self.config.hydra.runtime.choices.items() if "/" not in group}
         command_line = [o for o in OverridesParser.create().parse_overrides(list(arguments)) if not o.is_sweep_override()]
-        composed: dict[tuple[str, Any], Optional[DictConfig]] = {}
+        composed: dict[tuple[str, Any], Union[DictConfig, str]] = {self_key: self.config for self_key in base_choices.items()}
 
-        def has_key(group: str, option: Any, name: str) -> Optional[bool]:
-            if option == base_choices[group]:
-                config: Optional[DictConfig] = self.config
-            else:
-                if (group, option) not in composed:
-                    overrides = [o.input_line for o in command_line if o.get_key_element() != group]
-                    try:
-                        composed[group, option] = self.hydra_context.config_loader.load_sweep_config(
-                            self.config, [*overrides, f"{group}={option}"]
-                        )
-                    except Exception:  # noqa: BLE001 - its trials fail with Hydra's reason
-                        composed[group, option] = None
-                config = composed[group, option]
-            return None if config is None else OmegaConf.select(config, name, default=_ABSENT) is not _ABSENT
+        def option_config(group: str, option: Any) -> Union[DictConfig, str]:
+            """The sweep's config with `group=option` instead of its own choice, or Hydra's reason why not."""
+            if (group, option) not in composed:
+                overrides = [o.input_line for o in command_line if o.get_key_element() != group]
+                try:
+                    composed[group, option] = self.hydra_context.config_loader.load_sweep_config(
+                        self.config, [*overrides, f"{group}={option}"]
+                    )
+                except Exception as error:  # noqa: BLE001 - whatever Hydra raises, the option does not compose
+                    composed[group, option] = composition_error(error)
+            return composed[group, option]
 
         typed = typed_param_names(self.config.hydra.overrides.hydra, arguments)
-        space, dropped = fit_to_groups(SearchSpace(distributions, fixed), base_choices, has_key, typed)
-        if dropped:
-            log.warning(
-                "Not swept: %s", "; ".join(f"{choice} has no {', '.join(names)}" for choice, names in dropped.items())
-            )
+        space, notes = fit_to_groups(SearchSpace(distributions, fixed), base_choices, option_config, typed)
+        if notes:
+            log.warning("Not swept: %s", "; ".join(notes))
         return space
 
     def _grid_order(self, space: SearchSpace, first: list[dict[str, Any]], seed: int) -> Optional[list[dict[str, Any]]]:
@@ -320,10 +338,10 @@ class TuningSweeper(OptunaSweeperImpl):
 
         gpus = torch.cuda.device_count() if self.batch_size > 1 and self.assigns_gpus else 0
         log.info(
-            "Study %r in %s: %s %s, %s, pruner %s, %d trial(s) to finish",
+            "Study %r in %s: %s %s, %s, pruner %s, %d of %d trial(s) finished",
             study.study_name, self.storage_url, directions, objectives,
             f"a grid of {len(grid)} points" if grid is not None else f"sampler {type(study.sampler).__name__}",
-            self.pruner_cfg.get("_target_", "").rsplit(".", 1)[-1], n_trials,
+            self.pruner_cfg.get("_target_", "").rsplit(".", 1)[-1], self._finished(study), n_trials,
         )  # fmt: skip
         started = time.monotonic()
         while (remaining := n_trials - self._finished(study)) > 0:
