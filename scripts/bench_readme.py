@@ -4,8 +4,8 @@ default run and sweep directories, timed from process start to exit.
     python scripts/bench_readme.py [--repeats 2] [--only default,resnet_adam] [--threads] [--lr-find]
 
 Prints JSON. For each command: wall seconds per run, and the val/test accuracy of the run (for a sweep, of
-its best trial, and every trial's value). `--threads` times the default job with torch's default thread
-count and with OMP_NUM_THREADS=1, alone and beside one busy process (a CPU hog). `--lr-find` compares test accuracy
+its best trial, and every trial's value). `--threads` times the default job with our `threads` default
+and with torch's own (`threads=null`), alone and beside one busy process (a CPU hog). `--lr-find` compares test accuracy
 with and without `lr_find=true` over seeds, on the default job and on SGD with a poor lr.
 """
 
@@ -65,14 +65,14 @@ def run(command: str, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
 
 
 def threads(repeats: int) -> dict[str, Any]:
-    """Wall seconds of the default job with torch's own thread count and with one thread: alone, then beside
-    one busy process."""
-    settings = {"torch's default threads": {}, "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"}}
-    table = {f"idle, {name}": [run(COMMANDS["default"], env)["wall_s"] for _ in range(repeats)] for name, env in settings.items()}
+    """Wall seconds of the default job with our `threads` default (1 here) and with torch's own, one per
+    core (`threads=null`): alone, then beside one busy process."""
+    settings = {"threads default (1)": COMMANDS["default"], "threads=null": f"{COMMANDS['default']} threads=null"}
+    table = {f"idle, {name}": [run(command)["wall_s"] for _ in range(repeats)] for name, command in settings.items()}
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        for name, env in settings.items():
-            table[f"one busy process, {name}"] = [run(COMMANDS["default"], env)["wall_s"] for _ in range(repeats)]
+        for name, command in settings.items():
+            table[f"one busy process, {name}"] = [run(command)["wall_s"] for _ in range(repeats)]
     finally:
         hog.kill()
     return table
