@@ -96,7 +96,7 @@ def grid_choices(name: str, distribution: BaseDistribution) -> list[Any]:
         count = int(round((distribution.high - distribution.low) / distribution.q)) + 1
         return [round(distribution.low + i * distribution.q, 12) for i in range(count)]
     raise ConfigError(
-        f"{PARAMS_KEY}.{name} is a continuous interval, which hparams_search=grid cannot enumerate; "
+        f"{PARAMS_KEY}.{name} is a continuous interval, which the grid sampler cannot enumerate; "
         f"use choice(...) or range(start,stop,step)"
     )
 
