@@ -1,25 +1,34 @@
 """Train one classifier, or a sweep of them with `-m`: `python train.py model=resnet optimizer=sgd`."""
 
 import gc
+import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from lightning_tune.console import accept_interrupts, one_line_errors, print_help
 from lightning_tune.schemas import register_schemas
 
 register_schemas()
+CONFIG_PATH, CONFIG_NAME = "conf", "train"
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float:
     from lightning_tune.run import run_from_hydra
 
+    accept_interrupts()  # held by one_line_errors while Hydra starts and torch is imported
     return run_from_hydra(cfg)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] in (["--help"], ["-h"]):  # the same help as Hydra's, without its listing of every group (2-5 s)
+        print_help(Path(__file__).parent / CONFIG_PATH, CONFIG_NAME)
+        sys.exit()
     try:
-        main()
+        with one_line_errors():  # Hydra's composition errors and Ctrl-C
+            main()
     finally:
         # Python's exit would collect every object that torch and Lightning made: about 1 s, for nothing.
         gc.freeze()

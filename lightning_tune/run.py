@@ -4,6 +4,7 @@ import copy
 import inspect
 import logging
 import pkgutil
+import shutil
 import statistics
 import sys
 import time
@@ -18,10 +19,12 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from lightning_tune.console import hydra_error_line, quiet_run
 from lightning_tune.cv import RunOutcome, cross_validate, cv_folds
 from lightning_tune.data import ArrayDataModule
 from lightning_tune.errors import ConfigError, TrainingDiverged
@@ -31,6 +34,7 @@ from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization
 from lightning_tune.requeue import cluster_plugins, requeue_callbacks, resume_checkpoint
 from lightning_tune.reporting import collect_results, format_table, log_hparams, run_settings, write_metrics
+from lightning_tune.validation import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +102,21 @@ def set_threads(value: Any) -> None:
 
 def check_optimization(module: ClassificationModule, max_epochs: Optional[int]) -> None:
     """Build the optimizer and schedule once, then drop them, so that a bad lr or schedule fails
-    before any file is written rather than inside `fit`, after the logger has started."""
-    optimizer = build_optimizer(module.optimizer_factory, module.net, module.regularization, lr=module.lr)
+    before any file is written rather than inside `fit`, after the logger has started. A key the optimizer
+    or schedule does not take (`+optimizer.lrr=0.1`) fails here too, on one line."""
+    try:
+        optimizer = build_optimizer(module.optimizer_factory, module.net, module.regularization, lr=module.lr)
+    except TypeError as error:
+        raise ConfigError(f"optimizer: {error}".splitlines()[0]) from None
     if module.schedule is not None:
         metric = module.optimized_metric
         epochs = max(1, max_epochs or 1)
-        scheduler = build_scheduler(
-            module.schedule, optimizer, max_epochs=epochs, steps_per_epoch=1, monitor=metric.name, mode=metric.mode
-        )["scheduler"]
+        try:
+            scheduler = build_scheduler(
+                module.schedule, optimizer, max_epochs=epochs, steps_per_epoch=1, monitor=metric.name, mode=metric.mode
+            )["scheduler"]
+        except TypeError as error:
+            raise ConfigError(f"scheduler: {error}".splitlines()[0]) from None
         try:  # a few steps catch values that only fail when stepped (step_size=0, T_max=0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -207,9 +218,12 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
 
     Returns `optimized_metric`, or the list of `objectives` for a multi-objective sweep.
     """
+    quiet_run()
     metric = OptimizedMetric.parse(cfg.optimized_metric)
     objectives = objective_names(cfg)
     set_threads(cfg.get("threads"))
+    flag(cfg, "lr_find")  # before the Trainer is built and greets
+    check_settings(cfg)  # as the command's were before it ran: a trial's own values, or a run without Hydra
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an int")
     folds = cv_folds(cfg)
@@ -295,12 +309,14 @@ def fit_and_evaluate(
         module.lr = find_lr(trainer, module, datamodule, cfg.lr_finder)
 
     resume_from = resume_checkpoint(output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # tensors, never code
     if resume_from is not None:
         resume_from.unlink(missing_ok=True)  # the trial is past it; best.ckpt holds what is kept
     checkpoint = trainer.checkpoint_callback.best_model_path or None
     stage_outputs = {
-        "val": trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0],
+        "val": trainer.validate(
+            module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False, weights_only=True
+        )[0],
     }
     if "test" in datamodule.splits:  # validate loaded the best weights into the module: no second load
         stage_outputs["test"] = trainer.test(module, datamodule=datamodule, verbose=False)[0]
@@ -324,12 +340,32 @@ def fit_and_evaluate(
     return RunOutcome(values, results, trainer.current_epoch, module.lr)
 
 
+def discard_run_dir() -> None:
+    """Remove the run directory Hydra made for a run refused before it wrote anything: it holds only Hydra's
+    `.hydra/` and log. A directory with anything else in it (an earlier run's files, `hydra.run.dir=.`) stays."""
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    if {path.name for path in run_dir.iterdir()} <= {".hydra", f"{hydra.job.name}.log"}:
+        logging.shutdown()  # Hydra's file handler holds the log open
+        shutil.rmtree(run_dir)
+        for parent in run_dir.parents:  # outputs/<date>/ and outputs/, once empty
+            if parent == Path.cwd() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
 def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
-    """`train`, with a configuration mistake or a diverged run reported as one line, not a traceback."""
+    """`train`, with a configuration mistake or a diverged run reported as one line, not a traceback; a
+    refused single run leaves no directory behind."""
     try:
-        return train(cfg)
+        try:
+            return train(cfg)
+        except (InterpolationResolutionError, MissingMandatoryValue) as error:  # `${oc.env:UNSET}`, a `???` left
+            raise ConfigError(hydra_error_line(error)) from None
     except (ConfigError, TrainingDiverged) as error:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("%s", error)
             raise  # the sweeper records the failed trial and its reason
+        if isinstance(error, ConfigError) and HydraConfig.initialized():
+            discard_run_dir()
         sys.exit(f"error: {error}")

@@ -7,6 +7,7 @@ The side inside each job, requeue on preemption, is `lightning_tune.requeue`.
 """
 
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from omegaconf import OmegaConf
 
 from lightning_tune.errors import ConfigError
+from lightning_tune.sweeping.jobs import DURATION, job_duration
 
 if TYPE_CHECKING:
     import submitit
@@ -80,11 +82,26 @@ def one_line(text: str) -> str:
 RESOURCES = ("partition", "account", "qos", "timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb", "tasks_per_node")
 
 
+def check_exported(params: dict[str, Any]) -> None:
+    """Trials find their study's storage in the environment (`STORAGE_ENV`), which sbatch passes on unless
+    `--export` (or SBATCH_EXPORT) leaves it out: refuse that, rather than fail every trial."""
+    from lightning_tune.sweeping.study import STORAGE_ENV
+
+    export = (params.get("additional_parameters") or {}).get("export") or os.environ.get("SBATCH_EXPORT") or "ALL"
+    names = [name.split("=", 1)[0].strip() for name in str(export).split(",")]
+    if "ALL" not in names and STORAGE_ENV not in names:
+        raise ConfigError(
+            f"launcher.additional_parameters.export={export} (or SBATCH_EXPORT) keeps {STORAGE_ENV}, which tells each "
+            f"trial where its study is, from the jobs: use export=ALL, or name it: export=<yours>,{STORAGE_ENV}"
+        )
+
+
 def check_submission(params: dict[str, Any]) -> None:
     """`sbatch --test-only` with the trials' script: an unknown partition, account or impossible resources
     fail here, in SLURM's words, before the sweep creates its directory or study."""
     if shutil.which("sbatch") is None:
         raise ConfigError("launcher=slurm needs sbatch on PATH: run the sweep where SLURM jobs are submitted")
+    check_exported(params)
     with tempfile.TemporaryDirectory(prefix="lightning-tune-sbatch-") as folder:
         try:
             executor = make_executor({**params, "submitit_folder": folder})
@@ -117,7 +134,9 @@ def job_return(job: "submitit.Job", overrides: Sequence[str]) -> SlurmJobReturn:
             overrides=list(overrides), status=JobStatus.FAILED, _return_value=SlurmJobFailed(failure_reason(job, error))
         )
     copied = {field.name: getattr(ret, field.name) for field in fields(JobReturn)}
-    return SlurmJobReturn(**copied, job_id=str(job.job_id), log=str(job.paths.stdout))
+    slurm_ret = SlurmJobReturn(**copied, job_id=str(job.job_id), log=str(job.paths.stdout))
+    setattr(slurm_ret, DURATION, job_duration(ret))  # timed inside the job
+    return slurm_ret
 
 
 def launch_array(

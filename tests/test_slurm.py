@@ -131,6 +131,21 @@ def test_no_sbatch_on_path_is_one_line(monkeypatch):
         check_submission(slurm_params())
 
 
+@pytest.mark.parametrize("export, passed", [("ALL", True), ("ALL,X=1", True), ("PATH,LIGHTNING_TUNE_STORAGE", True),
+                                            ("NONE", False), ("PATH,HOME", False)])  # fmt: skip
+def test_an_sbatch_export_that_keeps_the_storage_from_the_jobs_is_one_line(tmp_path, monkeypatch, export, passed):
+    """The jobs find their study through LIGHTNING_TUNE_STORAGE in their environment."""
+    fake_sbatch(tmp_path, "", 0)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    params = slurm_params()
+    params["additional_parameters"] = {"export": export}
+    if passed:
+        check_submission(params)
+    else:
+        with pytest.raises(ConfigError, match=f"export={export} .*keeps LIGHTNING_TUNE_STORAGE.* from the jobs"):
+            check_submission(params)
+
+
 def test_a_job_slurm_ended_fails_its_trial_with_the_state_and_log():
     class EndedJob:
         job_id, state = "12_1", "CANCELLED by 0"
@@ -257,6 +272,9 @@ def test_a_tpe_sweep_on_slurm_leaves_what_a_local_one_does_with_the_same_values(
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3
     for row in rows:
         assert re.fullmatch(r"\d+(_\d+)?", row["job_id"]), row
+        run = slurm.dir / row["number"]  # its duration: timed in its job, from its config's writing to its metrics'
+        own = (run / "metrics.json").stat().st_mtime - (run / ".hydra" / "config.yaml").stat().st_mtime
+        assert own - 0.1 < float(row["duration_s"]) < own + 1.0, (row, own)
         job_log = Path(row["log"]).read_text() + Path(row["log"]).with_suffix(".err").read_text()
         assert "Using bfloat16 Automatic Mixed Precision" in job_log  # the precision went with the config
     assert re.fullmatch(r"\d+_0", rows[0]["job_id"])  # the first two trials: one job array

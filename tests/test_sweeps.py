@@ -38,7 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.sweeping.config import sweep_id
 from lightning_tune.sweeping.space import grid_choices, parse_search_space
-from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, assign_gpus, composition_error, trial_outcome
+from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, assign_gpus, trial_outcome
 from lightning_tune.sweeping.study import derive_seed
 from sweeping import ENV, ONLY_LR, PRUNING, STUDY, TINY, Sweep, command, enqueue, run_sweep
 
@@ -59,17 +59,18 @@ GRID = [
 ]
 GRID_POINTS = {(depth, lr) for depth in (1, 2) for lr in (0.001, 0.01)}
 # Four trials, as enqueued: one that trains, one whose loss is NaN at once, one whose config fails when it
-# is built (dropout 1.5), one whose config does not even compose (no optimizer `foo`).
+# is built (a validation split of 0.9 beside a test split of 0.15), one whose config does not even compose
+# (no optimizer `foo`).
 FAILURES = [
-    *[override for override in ONLY_LR if not override.startswith(("optimizer", "regularization.dropout"))],
+    *[override for override in ONLY_LR if not override.startswith("optimizer")],
     "optimizer=choice(sgd,foo)",
     "optimizer.lr=choice(0.01,1e30)",
-    "regularization.dropout=choice(0.0,1.5)",
+    "data.val_fraction=choice(0.15,0.9)",  # each in range, but 0.9 leaves no training split beside test's 0.15
     enqueue(
-        {"optimizer": "sgd", "optimizer.lr": "0.01", "regularization.dropout": "0.0"},
-        {"optimizer": "sgd", "optimizer.lr": "1e30", "regularization.dropout": "0.0"},
-        {"optimizer": "sgd", "optimizer.lr": "0.01", "regularization.dropout": "1.5"},
-        {"optimizer": "foo", "optimizer.lr": "0.01", "regularization.dropout": "0.0"},
+        {"optimizer": "sgd", "optimizer.lr": "0.01", "data.val_fraction": "0.15"},
+        {"optimizer": "sgd", "optimizer.lr": "1e30", "data.val_fraction": "0.15"},
+        {"optimizer": "sgd", "optimizer.lr": "0.01", "data.val_fraction": "0.9"},
+        {"optimizer": "foo", "optimizer.lr": "0.01", "data.val_fraction": "0.15"},
     ),
     "hydra.sweeper.n_trials=4",
     "hydra.sweeper.max_failure_rate=0.75",  # 3 of 4 fail on purpose
@@ -453,14 +454,14 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(sweep):
 @uses("failures")
 def test_a_trial_with_an_invalid_config_fails_with_the_reason(sweep):
     trials = sweep.ok().trials()
-    built = trials[2]  # regularization.dropout=1.5: refused when the trial builds its objects
+    built = trials[2]  # data.val_fraction=0.9: refused when the trial builds its objects
     assert built.state == TrialState.FAIL
-    assert built.user_attrs["fail_reason"] == "invalid config: regularization.dropout=1.5 must be in [0, 1)"
+    assert built.user_attrs["fail_reason"].startswith("invalid config: data.val_fraction=0.9 and data.test_fraction=0.15")
     assert not (sweep.dir / "2" / "metrics.json").exists()
     composed = trials[3]  # optimizer=foo: Hydra cannot compose it, so no job is launched for it
     assert composed.state == TrialState.FAIL
     reason = composed.user_attrs["fail_reason"]
-    assert reason.startswith("invalid config: ") and "optimizer/foo" in reason and "adam adamw rmsprop sgd" in reason
+    assert reason.startswith("invalid config: ") and "optimizer/foo" in reason and "adam, adamw, rmsprop, sgd" in reason
     assert "run_dir" not in composed.user_attrs and not (sweep.dir / "3").exists()
     assert re.search(r"Trial 3 \(4 of 4 finished\) FAIL: invalid config: .*optimizer/foo", sweep.output)
 
@@ -706,11 +707,13 @@ def test_trial_outcome(ret, n_objectives, state, values, reason):
 def test_composition_error_is_one_line_with_the_valid_options():
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
+    from lightning_tune.console import hydra_error_line as composition_error
+
     missing = MissingConfigException(
         "In 'train': Could not find 'optimizer/foo'\n\nAvailable options in 'optimizer':\n\tadam\n\tsgd\n"
         "Config search path:\n\tprovider=hydra, path=pkg://hydra.conf"
     )
-    shown = "In 'train': Could not find 'optimizer/foo' Available options in 'optimizer': adam sgd"
+    shown = "In 'train': Could not find 'optimizer/foo'; Available options in 'optimizer': adam, sgd"
     assert composition_error(missing) == shown
     try:
         raise ConfigCompositionException("Error merging override model.depth=abc") from ValueError(

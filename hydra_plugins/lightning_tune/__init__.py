@@ -17,6 +17,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig
 
+from lightning_tune.console import accept_interrupts, quiet_sweep, register_help_resolver
 from lightning_tune.errors import ConfigError
 from lightning_tune.schemas import register_schemas
 
@@ -24,6 +25,7 @@ from lightning_tune.schemas import register_schemas
 class LightningTuneSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         register_schemas()
+        register_help_resolver()  # train.yaml's `hydra.help.template` lists the groups through it
         search_path.append(provider="lightning-tune", path="pkg://lightning_tune.conf")
 
 
@@ -34,6 +36,9 @@ class LightningTuneSweeper(Sweeper):
     def __init__(self, **config: Any) -> None:
         from lightning_tune.sweeping.sweeper import TuningSweeper
 
+        accept_interrupts()  # held by train.py's start-up, as Hydra starts and torch and Optuna are imported
+
+        quiet_sweep()  # the sweeper logs the study itself
         self.sweeper = TuningSweeper(**config)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:

@@ -11,6 +11,8 @@ from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import MISSING, OmegaConf
 
+from lightning_tune.schemas import AT_LEAST_1, COUNT, POSITIVE, SHARE, between, setting
+
 
 @dataclass
 class PrunerConf:
@@ -22,9 +24,9 @@ class MedianPrunerConf(PrunerConf):
     """Stop a trial whose metric is worse than the median of earlier trials at the same epoch."""
 
     _target_: str = "optuna.pruners.MedianPruner"
-    n_startup_trials: int = 5  # trials that always finish, to build the median
-    n_warmup_steps: int = 0  # epochs reported before a trial may be pruned (Optuna's default)
-    interval_steps: int = 1
+    n_startup_trials: int = setting(COUNT, 5)  # trials that always finish, to build the median
+    n_warmup_steps: int = setting(COUNT, 0)  # epochs reported before a trial may be pruned (Optuna's default)
+    interval_steps: int = setting(AT_LEAST_1, 1)
 
 
 @dataclass
@@ -33,8 +35,8 @@ class ASHAPrunerConf(PrunerConf):
 
     _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
     min_resource: Any = 1  # epochs before the first rung ("auto" lets Optuna choose)
-    reduction_factor: int = 3
-    min_early_stopping_rate: int = 0
+    reduction_factor: int = setting(between(2, integer=True), 3)
+    min_early_stopping_rate: int = setting(COUNT, 0)
 
 
 @dataclass
@@ -42,9 +44,9 @@ class HyperbandPrunerConf(PrunerConf):
     """Several successive-halving brackets with different aggressiveness."""
 
     _target_: str = "optuna.pruners.HyperbandPruner"
-    min_resource: int = 1
+    min_resource: int = setting(AT_LEAST_1, 1)
     max_resource: Any = "auto"  # epochs of a full trial; "auto": learned from the first trials
-    reduction_factor: int = 3
+    reduction_factor: int = setting(between(2, integer=True), 3)
 
 
 @dataclass
@@ -62,15 +64,17 @@ class TuningSweeperConf(OptunaSweeperConf):
     # null: SQLite in the sweep directory, so that the same command resumes the sweep
     storage: Optional[Any] = None
     study_name: Optional[str] = "lightning-tune"
+    n_trials: int = setting(AT_LEAST_1, 20)
     # trials launched together; with the joblib launcher, its n_jobs when that is larger
-    n_jobs: int = 1
-    max_failure_rate: float = 0.5
-    pruner: PrunerConf = MISSING
+    n_jobs: int = setting(AT_LEAST_1, 1)
+    # the sweep stops once more than this share of n_trials has failed
+    max_failure_rate: float = setting(SHARE, 0.5)
+    pruner: Any = MISSING  # Any, not PrunerConf: the chosen pruner keeps its own schema, and its valid values
     # the search space, nested so that `hydra.sweeper.params.optimizer.lr=...` overrides one entry;
     # `_option_` under a group's name sweeps the group's option: {optimizer: {_option_: choice(adam, sgd)}}
     params: Optional[Dict[str, Any]] = None
     # wall-time budget in seconds: no trial starts after it (null: none)
-    timeout_s: Optional[float] = None
+    timeout_s: Optional[float] = setting(POSITIVE, None)
     # known-good configurations to try first: [{optimizer.lr: 0.01, model.width: 32}, ...]
     enqueue_trials: List[Dict[str, Any]] = field(default_factory=list)
     # an earlier sweep's best.yaml (or its directory): its values of the swept params go first

@@ -98,7 +98,8 @@ def fail_reason(trial: FrozenTrial) -> Optional[str]:
 
 
 def duration_s(trial: FrozenTrial) -> Optional[float]:
-    """The sweeper's timing of the job, else Optuna's own start-to-finish time."""
+    """The job's own wall time, timed in its process (None where none timed it: a job that SLURM ended);
+    in a study another sweeper made, Optuna's start-to-finish time."""
     if "duration_s" in trial.user_attrs:
         return trial.user_attrs["duration_s"]
     return None if trial.duration is None else round(trial.duration.total_seconds(), 3)

@@ -27,6 +27,7 @@ from optuna.distributions import (
 )
 
 from lightning_tune.errors import ConfigError
+from lightning_tune.validation import valid_of
 
 GROUP_OPTION = "_option_"  # in nested params: the config group's own option, e.g. optimizer: {_option_: ...}
 PARAMS_KEY = "hydra.sweeper.params"
@@ -55,15 +56,18 @@ def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribu
     fixed: dict[str, Any] = {}
     for override in OverridesParser.create().parse_overrides(list(arguments)):
         name = override.get_key_element()
-        value = create_optuna_distribution_from_override(override)
-        if override.is_range_sweep() and not override.value().shuffle:
-            sweep = override.value()
-            last = sweep.start + sweep.step * (math.ceil(round((sweep.stop - sweep.start) / sweep.step, 9)) - 1)
-            last = round(last, 12)  # 0.1 + 2 * 0.1 is 0.30000000000000004, which Optuna warns of
-            if isinstance(value, IntUniformDistribution):
-                value = IntUniformDistribution(int(sweep.start), int(last), step=int(sweep.step))
-            else:
-                value = DiscreteUniformDistribution(sweep.start, last, sweep.step)
+        try:
+            value = create_optuna_distribution_from_override(override)
+            if override.is_range_sweep() and not override.value().shuffle:
+                sweep = override.value()
+                last = sweep.start + sweep.step * (math.ceil(round((sweep.stop - sweep.start) / sweep.step, 9)) - 1)
+                last = round(last, 12)  # 0.1 + 2 * 0.1 is 0.30000000000000004, which Optuna warns of
+                if isinstance(value, IntUniformDistribution):
+                    value = IntUniformDistribution(int(sweep.start), int(last), step=int(sweep.step))
+                else:
+                    value = DiscreteUniformDistribution(sweep.start, last, sweep.step)
+        except ValueError as error:  # Optuna's word on an empty or reversed range, a log range from 0, ...
+            raise ConfigError(f"{override.input_line}: {str(error).splitlines()[0]}") from None
         if isinstance(value, BaseDistribution):
             distributions[name] = value
         else:
@@ -120,6 +124,12 @@ class SearchSpace:
     def ordered(self) -> list[str]:
         """Swept names with the group options first: the other params depend on them."""
         return sorted(self.distributions, key=lambda name: name in self.requires)
+
+    def categorical_or_conditional(self) -> list[str]:
+        """The swept params that CMA-ES cannot model and samples at random, trial by trial: choices
+        (categorical), and params that only some trials have."""
+        return [name for name, distribution in self.distributions.items()
+                if isinstance(distribution, CategoricalDistribution) or name in self.requires]  # fmt: skip
 
     def grid(self, seed: int) -> list[dict[str, Any]]:
         """Every point of a discrete space once (a conditional param only with the options that have it),
@@ -187,4 +197,57 @@ def fit_to_groups(
         distributions.pop(name, None)
         fixed.pop(name, None)
     notes += [f"{choice} has no {', '.join(names)}" for choice, names in missing.items()]
-    return SearchSpace(distributions, fixed, requires), notes
+    fitted = SearchSpace(distributions, fixed, requires)
+    check_values(fitted, base_choices, option_config)
+    return fitted, notes
+
+
+def check_enqueued(trials: list[dict[str, Any]], space: SearchSpace) -> None:
+    """Raise ConfigError for an enqueued value its param's sweep cannot take (`{optimizer.lr: abc}`)."""
+    for index, trial in enumerate(trials):
+        for name, value in trial.items():
+            distribution = space.distributions.get(name)
+            if isinstance(distribution, CategoricalDistribution):
+                inside = value in distribution.choices
+            elif distribution is not None:
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                inside = number and distribution.low <= value <= distribution.high
+            else:
+                continue  # not swept: `_warm_start_params` names it
+            if not inside:
+                shown = list(distribution.choices) if isinstance(distribution, CategoricalDistribution) else reach(distribution)
+                raise ConfigError(f"hydra.sweeper.enqueue_trials[{index}]: {name}={value!r} is outside its sweep {shown}")
+
+
+def reach(distribution: BaseDistribution) -> list[Any]:
+    """The values that decide whether a distribution stays in a setting's valid range: its choices, or its ends."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    return [distribution.low, distribution.high]
+
+
+def check_values(
+    space: SearchSpace, base_choices: Mapping[str, Any], option_config: Callable[[str, Any], Union[DictConfig, str]]
+) -> None:
+    """Raise ConfigError, before any trial, for a swept or fixed value outside its setting's valid values
+    (`optimizer.lr=interval(-1,1)`, `optimizer.momentum=choice(0.9,2)`) in any option the param applies to."""
+    for name in [*space.distributions, *space.fixed]:
+        group = name.split(".", 1)[0]
+        if "." not in name or group not in base_choices:
+            continue
+        if name in space.requires:
+            options: Iterable[Any] = space.requires[name][1]
+        elif isinstance(space.distributions.get(group), CategoricalDistribution):
+            options = space.distributions[group].choices
+        else:
+            options = [space.fixed.get(group, base_choices[group])]
+        if name in space.distributions:
+            values = reach(space.distributions[name])
+        else:  # the released sweeper keeps a fixed value as the text typed: read it as Hydra does
+            values = [OverridesParser.create().parse_override(f"{name}={space.fixed[name]}").value()]
+        for option in options:
+            config = option_config(group, option)
+            valid = None if isinstance(config, str) else valid_of(config, name)
+            for value in values if valid else []:
+                if not valid.test(value):
+                    raise ConfigError(f"the sweep of {name} reaches {value}, but {name} must be {valid.text}")

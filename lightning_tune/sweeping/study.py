@@ -1,13 +1,41 @@
 """What the sweeper and its trials share about the study: its storage, the pruner's record, seeds.
 
 Free of torch and Lightning, so that the sweep's own process starts, and rejects a bad input, quickly.
+
+The storage URL reaches the trials in the environment variable `LIGHTNING_TUNE_STORAGE`, never in their
+overrides: those are written into each trial's `.hydra/` files, its log and its TensorBoard hparams, and a
+database URL may hold a password. Every process a trial runs in inherits it: the sweep's own, joblib's
+workers, and SLURM jobs (sbatch passes the submitting environment on).
 """
 
 import functools
+import re
+from typing import Optional
+from urllib.parse import unquote
 
 import optuna
 
 PRUNER_ATTR = "pruner"  # study user attr: the pruner's config, so every trial process builds the same one
+STORAGE_ENV = "LIGHTNING_TUNE_STORAGE"  # the study's storage URL, for the trials' processes
+# `scheme://user:PASSWORD@host/...`: the password ends at the first `@`, as SQLAlchemy reads it
+PASSWORD = re.compile(r"^[\w+.-]+://[^:/@]*:(?P<password>[^@]*)@")
+
+
+def url_password(url: str) -> Optional[str]:
+    """The password written into a storage URL, or None."""
+    match = PASSWORD.match(url)
+    return match["password"] if match and match["password"] else None
+
+
+def redact(text: str, url: str) -> str:
+    """`text` with the password of the storage `url` (as written, and percent-decoded) replaced by `***`:
+    every message that may name the storage, or quote a driver's error about it, goes through here."""
+    password = url_password(url)
+    if password is None:
+        return text
+    for form in {password, unquote(password)}:
+        text = text.replace(form, "***")
+    return text
 
 
 def derive_seed(sweep_seed: int, trial_number: int) -> int:

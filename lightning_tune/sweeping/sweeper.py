@@ -24,12 +24,16 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from lightning_tune.console import hydra_error_line
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
 from lightning_tune.sweeping.composition import TrialConfigLoader
+from lightning_tune.sweeping.guards import check_runs_known, driver_lock
+from lightning_tune.sweeping.jobs import DURATION, TrialJobs, job_duration
 from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.space import (
+    check_enqueued,
     SearchSpace,
     fit_to_groups,
     flatten_params,
@@ -37,7 +41,7 @@ from lightning_tune.sweeping.space import (
     parse_search_space,
     typed_param_names,
 )
-from lightning_tune.sweeping.study import PRUNER_ATTR, derive_seed, open_storage
+from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, derive_seed, open_storage, redact, url_password
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # enqueue_trial in 2.10
@@ -61,14 +65,6 @@ def point_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
 
 
-def composition_error(error: BaseException) -> str:
-    """Hydra's composition error on one line: `Error merging override model.depth=abc: Value 'abc' ...`."""
-    text = str(error).split("Config search path:")[0]  # keep the valid options of a missing one, not the path
-    if error.__cause__ is not None:
-        text += f": {str(error.__cause__).splitlines()[0]}"
-    return " ".join(text.split())
-
-
 def launcher_parallelism(launcher: DictConfig) -> int:
     """Trials the launcher runs at once: joblib's n_jobs (-1 every core, -2 all but one), a SLURM
     array's parallelism, or 1."""
@@ -79,8 +75,15 @@ def launcher_parallelism(launcher: DictConfig) -> int:
 
 
 def composition_failure(overrides: Sequence[str], error: BaseException) -> JobReturn:
-    """The return of a trial whose config Hydra could not compose: a failure, with Hydra's reason."""
-    return JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=ConfigError(composition_error(error)))
+    """The return of a trial whose config Hydra could not compose: a failure, with Hydra's reason; no job ran."""
+    return not_run(overrides, ConfigError(hydra_error_line(error)))
+
+
+def not_run(overrides: Sequence[str], error: Exception) -> JobReturn:
+    """The failed return of a trial whose job was never launched."""
+    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=error)
+    setattr(ret, DURATION, 0.0)
+    return ret
 
 
 def return_freed_memory() -> None:
@@ -139,11 +142,14 @@ class TuningSweeper(OptunaSweeperImpl):
 
     def setup(self, *, hydra_context: HydraContext, task_function: Any, config: DictConfig) -> None:
         # the launcher composes each trial's config through this loader: once per group choices, not per trial
+        # and its jobs, wherever they run, time themselves and end with this process (`jobs.py`)
         loader = TrialConfigLoader(hydra_context.config_loader)
-        hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
+        callbacks = TrialJobs(hydra_context.callbacks, driver_pid=os.getpid())
+        hydra_context = HydraContext(config_loader=loader, callbacks=callbacks)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.pruner_cfg = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
         self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        self.storage_url = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
         self.batch_size = max(self.n_jobs, launcher_parallelism(config.hydra.launcher))
         # a SLURM job sees only its own GPUs: the sweeper assigns GPUs to trials on this machine only
         self.assigns_gpus = "array_parallelism" not in config.hydra.launcher
@@ -159,30 +165,49 @@ class TuningSweeper(OptunaSweeperImpl):
             )
         return directions
 
+    def _refuse_written_password(self) -> None:
+        """A password typed into `hydra.sweeper.storage` (on the command line or in a config file) would be
+        written, as typed, into every trial's `.hydra/hydra.yaml`, and the command line shows in the machine's
+        process list: refuse it. Given by interpolation (`${oc.env:DB_URL}`), it is resolved in this process only."""
+        given = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False).get("storage")
+        password = url_password(given) if isinstance(given, str) else None
+        if password and "${" not in password:
+            raise ConfigError(
+                f"hydra.sweeper.storage={redact(given, given)} holds a password, which Hydra would write into every "
+                f"trial's .hydra/hydra.yaml: put the URL in an environment variable and give "
+                f"hydra.sweeper.storage='${{oc.env:DB_URL}}', or keep the password in the database's own file "
+                f"(~/.pgpass)"
+            )
+
     def _open_study(self, directions: list[str], sampler: Any) -> optuna.Study:
-        url = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
+        """The study, created or resumed; refused when the sweep directory holds runs that it does not know."""
+        url, shown = self.storage_url, redact(self.storage_url, self.storage_url)
         try:
             if url.startswith("sqlite:///"):
                 Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
             storage = open_storage(url)
-            study = optuna.create_study(
-                study_name=self.study_name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
-            )
+            try:
+                trials = storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)
+            except KeyError:  # a new study
+                trials = []
         except Exception as error:  # a URL that cannot be opened fails here, before any trial runs
-            raise ConfigError(
-                f"hydra.sweeper.storage={url!r} cannot be opened: {type(error).__name__}: {str(error).splitlines()[0]}"
-            ) from None
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            raise ConfigError(redact(f"hydra.sweeper.storage={shown!r} cannot be opened: {reason}", url)) from None
+        check_runs_known(self.sweep_dir, [t.number for t in trials if t.state != TrialState.WAITING], shown)
+        study = optuna.create_study(
+            study_name=self.study_name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
+        )
         if [d.name.lower() for d in study.directions] != directions:
             raise ConfigError(
-                f"the study {study.study_name!r} in {url} optimizes {[d.name.lower() for d in study.directions]}, "
+                f"the study {study.study_name!r} in {shown} optimizes {[d.name.lower() for d in study.directions]}, "
                 f"not {directions}; use another hydra.sweep.dir or hydra.sweeper.study_name"
             )
-        self.storage_url = url
         return study
 
     def _recover_interrupted(self, study: optuna.Study, retry: bool) -> int:
         """Mark trials left RUNNING by a crash as failed; their configurations are tried again (`retry`;
-        a grid revisits the points it has not finished by itself)."""
+        a grid revisits the points it has not finished by itself). Called under the driver's lock: no other
+        driver runs them."""
         storage = study._storage
         count = 0
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -260,7 +285,7 @@ class TuningSweeper(OptunaSweeperImpl):
                         self.config, [*overrides, f"{group}={option}"]
                     )
                 except Exception as error:  # noqa: BLE001 - whatever Hydra raises, the option does not compose
-                    composed[group, option] = composition_error(error)
+                    composed[group, option] = hydra_error_line(error)
             return composed[group, option]
 
         typed = typed_param_names(self.config.hydra.overrides.hydra, arguments)
@@ -296,7 +321,9 @@ class TuningSweeper(OptunaSweeperImpl):
         if "seed" not in sampler_cfg:
             return self.sampler
         seed = sweep_seed if sampler_cfg.seed is None else int(sampler_cfg.seed)
-        return instantiate(sampler_cfg, seed=derive_seed(seed, n_trials_so_far) if n_trials_so_far else seed)
+        # CMA-ES warns of every param it samples at random, in every trial: `sweep` says it once
+        quiet = {"warn_independent_sampling": False} if sampler_cfg._target_ == "optuna.samplers.CmaEsSampler" else {}
+        return instantiate(sampler_cfg, seed=derive_seed(seed, n_trials_so_far) if n_trials_so_far else seed, **quiet)
 
     @staticmethod
     def _suggest(trials: list[optuna.Trial], space: SearchSpace) -> list[list[str]]:
@@ -312,6 +339,7 @@ class TuningSweeper(OptunaSweeperImpl):
 
     # --- the loop ----------------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> None:
+        self._refuse_written_password()
         self._process_searchspace_config()
         space = self._search_space(arguments)
         if self.n_trials <= 0:
@@ -320,9 +348,32 @@ class TuningSweeper(OptunaSweeperImpl):
         directions = self._directions(objectives)
         sweep_seed = int(space.fixed.pop("seed", self.config.get("seed", 0)))
         first_trials = self._warm_start_params(list(space.distributions))  # a bad warm_start: before any file
+        check_enqueued(self.enqueue_trials, space)
         grid = self._grid_order(space, first_trials, sweep_seed)
         n_trials = self.n_trials if grid is None else min(self.n_trials, len(grid))
+        os.environ[STORAGE_ENV] = self.storage_url  # the trials' processes inherit it: never in their overrides
+        with driver_lock(self.sweep_dir):  # before the study is touched: one driver per sweep directory
+            try:
+                self._run(space, objectives, directions, sweep_seed, first_trials, grid, n_trials)
+            except optuna.exceptions.StorageInternalError as error:  # Optuna blames "invalid data, e.g. max length"
+                url = self.storage_url
+                cause = str(error.__cause__ or error).splitlines()[0]
+                raise ConfigError(
+                    redact(f"hydra.sweeper.storage={redact(url, url)!r} refused a write ({cause}): make it writable "
+                           f"(a read-only file, a full disk) and run the command again; it resumes", url)
+                ) from None
 
+    def _run(
+        self,
+        space: SearchSpace,
+        objectives: list[str],
+        directions: list[str],
+        sweep_seed: int,
+        first_trials: list[dict[str, Any]],
+        grid: Optional[list[dict[str, Any]]],
+        n_trials: int,
+    ) -> None:
+        """Open or resume the study, then run its trials batch by batch until it holds `n_trials` finished ones."""
         study = self._open_study(directions, self._sampler(sweep_seed, 0, grid is not None))
         if n_so_far := len(study.get_trials(deepcopy=False)):
             study.sampler = self._sampler(sweep_seed, n_so_far, grid is not None)
@@ -339,10 +390,14 @@ class TuningSweeper(OptunaSweeperImpl):
         gpus = torch.cuda.device_count() if self.batch_size > 1 and self.assigns_gpus else 0
         log.info(
             "Study %r in %s: %s %s, %s, pruner %s, %d of %d trial(s) finished",
-            study.study_name, self.storage_url, directions, objectives,
+            study.study_name, redact(self.storage_url, self.storage_url), directions, objectives,
             f"a grid of {len(grid)} points" if grid is not None else f"sampler {type(study.sampler).__name__}",
             self.pruner_cfg.get("_target_", "").rsplit(".", 1)[-1], self._finished(study), n_trials,
         )  # fmt: skip
+        at_random = space.categorical_or_conditional()
+        if isinstance(study.sampler, optuna.samplers.CmaEsSampler) and at_random:
+            log.info("CMA-ES samples %s independently, at random: it models the interval and range params that "
+                     "every trial has", ", ".join(at_random))  # fmt: skip
         started = time.monotonic()
         while (remaining := n_trials - self._finished(study)) > 0:
             if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
@@ -356,13 +411,11 @@ class TuningSweeper(OptunaSweeperImpl):
                 (*trial_overrides, *self._trial_overrides(trial, sweep_seed, gpu, "seed" not in space.distributions))
                 for trial, trial_overrides, gpu in zip(trials, self._suggest(trials, space), assign_gpus(len(trials), gpus))
             ]
-            batch_started = time.monotonic()
             returns = self._launch(trials, overrides)
-            duration = time.monotonic() - batch_started
             return_freed_memory()
             for trial, ret in zip(trials, returns):
-                self._record(study, trial, ret, duration, len(directions))
-                self._log_progress(study, trial, n_trials, duration)
+                self._record(study, trial, ret, len(directions))
+                self._log_progress(study, trial, n_trials, job_duration(ret))
             write_progress(study, self.sweep_dir)
             # judged against the whole budget, so that an early failure alone does not end the sweep
             if (failed := self._failed(study)) > self.max_failure_rate * n_trials:
@@ -380,8 +433,11 @@ class TuningSweeper(OptunaSweeperImpl):
 
         A trial launched alone is composed once, by the launcher, whose error is then that trial's. In a
         batch, each trial is composed here first: the launcher would raise, and end the sweep, mid-batch.
+        A trial whose directory exists already is not launched: whatever the study says, a run is never written
+        over (`guards.py` refuses a sweep whose study has lost its runs; this is the last word).
         """
-        if len(trials) == 1:
+        taken = {trial.number for trial in trials if (self.sweep_dir / str(trial.number)).exists()}
+        if len(trials) == 1 and not taken:
             try:
                 return list(self.launcher.launch([overrides[0]], initial_job_idx=trials[0].number))
             except Exception as error:  # noqa: BLE001 - raised before the job ran: it did not compose
@@ -395,6 +451,11 @@ class TuningSweeper(OptunaSweeperImpl):
                 group.clear()
 
         for trial, trial_overrides in zip(trials, overrides):
+            if trial.number in taken:
+                launch_group()
+                path = self.sweep_dir / str(trial.number)
+                returns.append(not_run(trial_overrides, RuntimeError(f"not run: {path} already holds another run")))
+                continue
             try:
                 self.hydra_context.config_loader.load_sweep_config(self.config, list(trial_overrides))
             except Exception as error:  # noqa: BLE001 - whatever Hydra raises, it is this trial's failure
@@ -415,11 +476,7 @@ class TuningSweeper(OptunaSweeperImpl):
         return sum(not t.user_attrs.get(INTERRUPTED) for t in failed)
 
     def _trial_overrides(self, trial: optuna.Trial, sweep_seed: int, gpu: Optional[int], derive: bool) -> list[str]:
-        extra = [
-            f"trial.number={trial.number}",
-            f"trial.study_name='{self.study_name}'",
-            f"trial.storage='{self.storage_url}'",
-        ]
+        extra = [f"trial.number={trial.number}", f"trial.study_name='{self.study_name}'"]  # the storage: STORAGE_ENV
         if derive:
             seed = derive_seed(sweep_seed, trial.number)
             trial.set_user_attr("trial_seed", seed)
@@ -428,9 +485,9 @@ class TuningSweeper(OptunaSweeperImpl):
             extra.append(f"trainer.devices=[{gpu}]")
         return extra
 
-    def _record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, duration: float, n_obj: int) -> None:
+    def _record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_obj: int) -> None:
         state, values, reason = trial_outcome(ret, n_obj)
-        trial.set_user_attr("duration_s", round(duration, 3))
+        trial.set_user_attr("duration_s", job_duration(ret))  # its own, timed where it ran; None: unknown
         if ret.hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(Path(ret.hydra_cfg.hydra.runtime.output_dir).absolute()))
         if isinstance(ret, SlurmJobReturn):
@@ -440,7 +497,7 @@ class TuningSweeper(OptunaSweeperImpl):
             trial.set_user_attr("fail_reason", reason)
         study.tell(trial, values=values, state=state)
 
-    def _log_progress(self, study: optuna.Study, trial: optuna.Trial, n_trials: int, duration: float) -> None:
+    def _log_progress(self, study: optuna.Study, trial: optuna.Trial, n_trials: int, duration: Optional[float]) -> None:
         frozen = study._storage.get_trial(trial._trial_id)
         shown = ", ".join(f"{v:.4f}" for v in frozen.values) if frozen.values else frozen.user_attrs.get("fail_reason", "")
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -449,9 +506,10 @@ class TuningSweeper(OptunaSweeperImpl):
             pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
             leader = pick(complete, key=lambda t: t.value)
             best = f"; best {leader.value:.4f} (trial {leader.number})"
+        took = "" if duration is None else f" in {duration:.1f} s"  # a job SLURM ended took what it took
         log.info(
-            "Trial %d (%d of %d finished) %s: %s in %.1f s%s",
-            trial.number, self._finished(study), n_trials, frozen.state.name, shown, duration, best,
+            "Trial %d (%d of %d finished) %s: %s%s%s",
+            trial.number, self._finished(study), n_trials, frozen.state.name, shown, took, best,
         )  # fmt: skip
 
     @staticmethod

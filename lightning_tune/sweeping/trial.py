@@ -1,7 +1,9 @@
 """The trial's side of a sweep, inside the training process: pruning through the study's storage.
 
-The sweeper passes `trial.number`, `trial.study_name` and `trial.storage` as overrides, so a trial
-reaches the study the same way in-process, in a joblib worker or in a SLURM job.
+The sweeper passes `trial.number` and `trial.study_name` as overrides and the storage's URL in the
+environment (`study.STORAGE_ENV`: a URL may hold a password, and overrides are written down), so a trial
+reaches the study the same way in-process, in a joblib worker or in a SLURM job. `trial.storage`, when set,
+is used instead: a run started by hand that reports to a study.
 
 Without cross-validation a trial reports after each validation (step = epoch). With `cv.folds=k` it
 reports once per finished fold instead (step = fold index) the running mean of the folds so far: the
@@ -9,6 +11,7 @@ epochs of different folds would clash under the same steps. At its end it record
 deviation over the folds as the trial's user attr `cv_std` ({objective: std}).
 """
 
+import os
 from typing import Any, Optional
 
 import optuna
@@ -16,8 +19,9 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.results import CV_STD_ATTR
-from lightning_tune.sweeping.study import PRUNER_ATTR, open_storage
+from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, open_storage
 
 
 class PruningCallback(pl.Callback):
@@ -39,7 +43,13 @@ class PruningCallback(pl.Callback):
 def open_trial(trial_cfg: DictConfig) -> tuple[optuna.trial.Trial, bool]:
     """This trial, through the study's storage, and whether it is to be pruned: a pruner is configured and
     the study has one objective (Optuna prunes single-objective studies only)."""
-    storage = open_storage(trial_cfg.storage)
+    url = trial_cfg.get("storage") or os.environ.get(STORAGE_ENV)
+    if not url:
+        raise ConfigError(
+            f"trial.number={trial_cfg.number}, but this process has no study storage: {STORAGE_ENV} is not in its "
+            f"environment (a SLURM job submitted with sbatch --export that leaves it out?), nor trial.storage set"
+        )
+    storage = open_storage(url)
     study = optuna.load_study(study_name=trial_cfg.study_name, storage=storage)
     pruner_cfg = study.user_attrs.get(PRUNER_ATTR)
     prunes = len(study.directions) == 1 and bool(pruner_cfg)

@@ -1,0 +1,231 @@
+"""One sweep per sweep directory; no run written over; joblib workers that end with their sweep; each
+parallel trial's own duration. Real sweeps as a user starts them, and the guards' parts on their own."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+from unittest.mock import Mock
+
+import pytest
+from conftest import ROOT
+from optuna.trial import TrialState
+from sweeping import ENV, ONLY_LR, TINY, Sweep, command, enqueue, run_sweep
+
+from lightning_tune.errors import ConfigError
+from lightning_tune.sweeping.guards import LOCK, check_runs_known, driver_lock
+from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, trial_outcome
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+# A trial of several seconds, as tests/test_slurm.py's LONG_TRIAL: 6 epochs of 30 batches.
+LONG = ["hparams_search=random", "trainer=cpu", "logger=csv", "trainer.max_epochs=6", "+trainer.limit_train_batches=30",
+        "data.batch_size=16"]  # fmt: skip
+JOBLIB = ["launcher=joblib", "launcher.n_jobs=2"]
+
+
+def wait_for(
+    condition: Callable[[], bool], what: str, process: subprocess.Popen, log: Path, timeout: float = 180
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the sweep ended before {what}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+def start_sweep(sweep_dir: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+    """The sweep in the background, in a session of its own (the processes of that session are the sweep's)."""
+    log = sweep_dir.with_suffix(".log")
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            command(sweep_dir, *args),
+            cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return process, log
+
+
+def session_processes(session: int) -> list[int]:
+    """The pids of the processes of a session, from /proc (field 6 of stat: the session id)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def first_epoch_done(sweep_dir: Path, number: int) -> Callable[[], bool]:
+    return (sweep_dir / str(number) / "checkpoints" / "best.ckpt").is_file
+
+
+def finished(process: subprocess.Popen, log: Path, sweep_dir: Path) -> Sweep:
+    try:
+        process.wait(timeout=300)
+    finally:
+        process.kill()
+    return Sweep(sweep_dir, subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), ""))
+
+
+# --- two drivers --------------------------------------------------------------------------------
+def test_a_second_driver_lock_is_refused_naming_the_first_and_is_free_once_released(tmp_path):
+    with driver_lock(tmp_path / "sweep"):
+        assert f"pid {os.getpid()} on " in (tmp_path / "sweep" / LOCK).read_text()
+        holder = rf"{tmp_path / 'sweep'} is in use by another sweep \(pid {os.getpid()} on "
+        with pytest.raises(ConfigError, match=holder):
+            with driver_lock(tmp_path / "sweep"):
+                pass
+    with driver_lock(tmp_path / "sweep"):  # released with its holder
+        pass
+
+
+def test_a_lock_on_a_sweep_that_wrote_nothing_leaves_no_directory(tmp_path):
+    with pytest.raises(ConfigError):
+        with driver_lock(tmp_path / "sweep"):
+            raise ConfigError("the storage cannot be opened")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_a_second_command_on_a_live_sweep_refuses_in_one_line_and_the_first_finishes_untouched(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = [*LONG, "hydra.sweeper.n_trials=2"]
+    process, log = start_sweep(sweep_dir, *args)
+    try:
+        wait_for(first_epoch_done(sweep_dir, 0), "trial 0's first epoch", process, log)
+        second = run_sweep(sweep_dir, *args)
+        assert process.poll() is None, "the first sweep ended while the second ran"
+    finally:
+        first = finished(process, log, sweep_dir)
+    assert second.result.returncode != 0
+    (line,) = second.result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {sweep_dir} is in use by another sweep (pid {process.pid} on "), line
+    first.ok()
+    trials = first.trials()
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
+    assert not any(t.user_attrs.get(INTERRUPTED) for t in trials)
+    assert [row["state"] for row in first.rows()] == ["COMPLETE", "COMPLETE"]
+
+
+# --- lost storage -------------------------------------------------------------------------------
+def test_runs_that_the_study_does_not_know_are_refused_naming_them(tmp_path):
+    for number in (0, 1, 2):
+        (tmp_path / str(number)).mkdir()
+        (tmp_path / str(number) / "train.log").write_text("")
+    (tmp_path / "0" / "metrics.json").write_text("{}")
+    (tmp_path / "7").mkdir()  # empty: no run
+    check_runs_known(tmp_path, [0, 1, 2, 3], "sqlite:///x.db")
+    with pytest.raises(ConfigError, match=r"holds the runs of 2 trial\(s\) \(1, 2; 0 finished\) that the study in "
+                                          r"sqlite:///x.db does not know \(1 trial\(s\)\)"):  # fmt: skip
+        check_runs_known(tmp_path, [0], "sqlite:///x.db")
+    with pytest.raises(ConfigError, match=r"\(0, 1, 2; 1 finished\).*Restore it \(optuna.db\), or give this sweep"):
+        check_runs_known(tmp_path, [], "sqlite:///x.db")
+
+
+def test_a_trial_whose_directory_exists_is_not_launched_and_fails_saying_why(tmp_path):
+    launched = []
+    sweeper = TuningSweeper.__new__(TuningSweeper)
+    sweeper.sweep_dir, sweeper.hydra_context, sweeper.config = tmp_path, SimpleNamespace(config_loader=Mock()), None
+    sweeper.launcher = SimpleNamespace(launch=lambda jobs, initial_job_idx: launched.append(initial_job_idx) or [])
+    (tmp_path / "3").mkdir()
+    for trials in ([SimpleNamespace(number=3)], [SimpleNamespace(number=3), SimpleNamespace(number=4)]):
+        ret = sweeper._launch(trials, [["optimizer.lr=0.1"]] * len(trials))[0]
+        state, _, reason = trial_outcome(ret, 1)
+        assert state == TrialState.FAIL
+        assert reason == f"RuntimeError: not run: {tmp_path / '3'} already holds another run"
+    assert launched == [4]  # the batch's other trial ran
+
+
+def snapshot(sweep_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every file of the trial directories: (size, mtime in ns)."""
+    return {
+        str(path.relative_to(sweep_dir)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sweep_dir.glob("[0-9]*/**/*")
+        if path.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_study_was_lost_refuses_and_writes_no_trial_directory_again(tmp_path):
+    args = ["hparams_search=random", *TINY, "logger=tensorboard", "hydra.sweeper.n_trials=2"]
+    sweep = run_sweep(tmp_path / "sweep", *args).ok()
+    before = snapshot(sweep.dir)
+    assert {"0/metrics.json", "1/metrics.json"} <= set(before)
+    (sweep.dir / "optuna.db").unlink()
+    again = run_sweep(sweep.dir, *args)
+    assert again.result.returncode != 0
+    (line,) = again.result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {sweep.dir} holds the runs of 2 trial(s) (0, 1; 2 finished)"), line
+    assert "optuna.db" in line and "hydra.sweep.dir" in line
+    assert snapshot(sweep.dir) == before
+
+
+@pytest.mark.slow
+def test_a_storage_that_refuses_writes_ends_the_sweep_in_one_line_and_changes_nothing(tmp_path):
+    """A read-only optuna.db (here SQLite's read-only mode, which binds root too): Optuna's own message blames
+    "invalid data, e.g. exceeding max length"; ours names the storage and SQLite's reason."""
+    args = ["hparams_search=random", *TINY, "hydra.sweeper.n_trials=1"]
+    sweep = run_sweep(tmp_path / "sweep", *args).ok()
+    before, database = snapshot(sweep.dir), (sweep.dir / "optuna.db").read_bytes()
+    read_only = f"sqlite:///file:{sweep.dir / 'optuna.db'}?mode=ro&uri=true"
+    again = run_sweep(sweep.dir, *args[:-1], "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage='{read_only}'")
+    assert again.result.returncode != 0
+    (line,) = again.result.stderr.strip().splitlines()
+    assert line == (
+        f"error: hydra.sweeper.storage='{read_only}' refused a write ((sqlite3.OperationalError) attempt to write a "
+        f"readonly database): make it writable (a read-only file, a full disk) and run the command again; it resumes"
+    )
+    assert snapshot(sweep.dir) == before and (sweep.dir / "optuna.db").read_bytes() == database
+
+
+# --- joblib workers end with their sweep ----------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_stopped_joblib_sweep_leaves_no_process_behind(tmp_path, stop):
+    sweep_dir = tmp_path / "sweep"
+    process, log = start_sweep(sweep_dir, *LONG, *JOBLIB, "hydra.sweeper.n_trials=2")
+    left: list[int] = []
+    try:
+        for number in (0, 1):  # both workers are training
+            wait_for(first_epoch_done(sweep_dir, number), f"trial {number}'s first epoch", process, log)
+        assert len(session_processes(process.pid)) >= 3, "the driver and two workers"
+        process.send_signal(stop)  # to the driver alone, as `kill` or a test's Ctrl-C does
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while (left := session_processes(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"still running 10 s after the driver ended: {left}\n{log.read_text()[-2000:]}"
+    finally:
+        for pid in left or session_processes(process.pid):  # this test's own processes only
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.kill()
+
+
+# --- each trial's own time ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_parallel_trials_record_each_its_own_duration(tmp_path):
+    """Two trials run side by side, of 1 and 60 epochs: each one's duration_s is the time between the first and
+    the last file of its own run (.hydra/config.yaml is written as its job starts, metrics.json as it ends)."""
+    sweep = run_sweep(
+        tmp_path / "sweep", "hparams_search=random", *ONLY_LR, "trainer=cpu", "logger=none", *JOBLIB,
+        "+trainer.limit_train_batches=30", "trainer.max_epochs=choice(1,60)",
+        enqueue({"trainer.max_epochs": "1"}, {"trainer.max_epochs": "60"}), "hydra.sweeper.n_trials=2",
+    ).ok()  # fmt: skip
+    durations = [float(row["duration_s"]) for row in sweep.rows()]
+    for number, duration in enumerate(durations):
+        run = sweep.dir / str(number)
+        assert json.loads((run / "metrics.json").read_text())["epochs"] == [1, 60][number]
+        own = (run / "metrics.json").stat().st_mtime - (run / ".hydra" / "config.yaml").stat().st_mtime
+        assert own - 0.1 < duration < own + 1.0, (number, duration, own)
+    assert durations[0] < durations[1] - 1, durations
+    assert "Trial 0 (1 of 2 finished) COMPLETE" in sweep.output and f"in {durations[0]:.1f} s" in sweep.output
