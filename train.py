@@ -9,12 +9,13 @@ from omegaconf import DictConfig
 
 from lightning_tune.console import accept_interrupts, one_line_errors, print_help
 from lightning_tune.schemas import register_schemas
+from lightning_tune.trust import APP_TARGETS
 
 register_schemas()
 CONFIG_PATH, CONFIG_NAME = "conf", "train"
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
+@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, execution_whitelist=APP_TARGETS)
 def main(cfg: DictConfig) -> float:
     from lightning_tune.run import run_from_hydra
 

@@ -159,7 +159,7 @@ def help_groups(*groups: str, _root_: DictConfig) -> str:
 
 
 def register_help_resolver() -> None:
-    OmegaConf.register_new_resolver("lt.help_groups", help_groups, replace=True)
+    OmegaConf.register_resolver("lt.help_groups", help_groups, replace=True)
 
 
 def print_help(config_dir: Path, config_name: str) -> None:
@@ -168,7 +168,7 @@ def print_help(config_dir: Path, config_name: str) -> None:
     and `$HYDRA_CONFIG_GROUPS`, copying its whole config store for each group: 2 to 5 s."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(config_dir.absolute()), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir.absolute())):
         cfg = compose(config_name, return_hydra_config=True)
     print(string.Template(cfg.hydra.help.template).safe_substitute())
 

@@ -34,6 +34,7 @@ from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization
 from lightning_tune.requeue import cluster_plugins, requeue_callbacks, resume_checkpoint
 from lightning_tune.reporting import collect_results, format_table, log_hparams, run_settings, write_metrics
+from lightning_tune.trust import trusted_run
 from lightning_tune.validation import check_settings
 
 log = logging.getLogger(__name__)
@@ -359,7 +360,8 @@ def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
     refused single run leaves no directory behind."""
     try:
         try:
-            return train(cfg)
+            with trusted_run(cfg):
+                return train(cfg)
         except (InterpolationResolutionError, MissingMandatoryValue) as error:  # `${oc.env:UNSET}`, a `???` left
             raise ConfigError(hydra_error_line(error)) from None
     except (ConfigError, TrainingDiverged) as error:

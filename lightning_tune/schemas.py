@@ -305,4 +305,4 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
-            store.store(group=f"schema/{group}", name=name, node=node, provider="lightning-tune")
+            store.store(group=f"schema/{group}", name=name, node=node, provider="lightning-tune", replace=True)

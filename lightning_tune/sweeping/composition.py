@@ -4,7 +4,7 @@ Hydra composes every trial's config from scratch: a deep copy of the ConfigStore
 every YAML file read and merged again (about 70 ms here, as long as a small trial's whole epoch).
 The trials of a sweep differ mostly in values, and in a handful of group choices. So the composed
 config is kept per group choices, and each trial's value overrides are applied to a copy of it, by
-Hydra's own function. The steps mirror hydra-core 1.3's `ConfigLoaderImpl._load_configuration_impl`;
+Hydra's own function. The steps mirror hydra-core 1.4's `ConfigLoaderImpl._load_configuration_impl`;
 `tests/test_composition.py` checks that the result is Hydra's own, key for key. Anything unusual in a
 trial's overrides (adding or deleting a group, a package, a `hydra.*` key) is left to Hydra.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from hydra import __version__, version
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.config_repository import CachingConfigRepository
 from hydra._internal.defaults_list import create_defaults_list
 from hydra.conf import ConfigSourceInfo
@@ -70,7 +70,8 @@ class TrialConfigLoader:
             raise ConfigCompositionException().with_traceback(sys.exc_info()[2]) from error
         if config is None:
             config = self.loader.load_sweep_config(master_config, sweep_overrides)
-        else:
+        else:  # as Hydra's own: a trial may not change the launcher or the sweeper
+            ConfigLoaderImpl._ensure_sweep_config_controller_unchanged(master_config=master_config, sweep_config=config)
             OmegaConf.copy_cache(from_config=master_config, to_config=config)
         config.hydra.sweep.dir = str(master_config.hydra.sweep.dir)
         return config
@@ -97,13 +98,11 @@ class TrialConfigLoader:
         cfg = copy.deepcopy(composed.config)
         values = [o for o in parsed if not is_choice(o, composed.repo)]
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        app_overrides = []
         for override in parsed:
             if override.is_hydra_override():
                 cfg.hydra.overrides.hydra.append(override.input_line)
             else:
                 cfg.hydra.overrides.task.append(override.input_line)
-                app_overrides.append(override)
         with open_dict(cfg.hydra):
             cfg.hydra.runtime.choices.update(composed.known_choices)
             for key in cfg.hydra.job.env_copy:
@@ -116,12 +115,6 @@ class TrialConfigLoader:
         ]
         if "name" not in cfg.hydra.job:
             cfg.hydra.job.name = JobRuntime().get("name")
-        cfg.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=app_overrides,
-            kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
-            item_sep=cfg.hydra.job.config.override_dirname.item_sep,
-            exclude_keys=cfg.hydra.job.config.override_dirname.exclude_keys,
-        )
         cfg.hydra.job.config_name = config_name
         return cfg
 

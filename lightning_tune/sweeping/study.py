@@ -10,11 +10,18 @@ workers, and SLURM jobs (sbatch passes the submitting environment on).
 
 import functools
 import re
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import unquote
 
 import optuna
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
+from lightning_tune.trust import trusted
+
+GRID_SAMPLER = "optuna.samplers.GridSampler"
+# the targets of `hydra/sweeper/sampler` and `hydra/sweeper/pruner`: Optuna's, and the Optuna sweeper's NSGA factories
+SWEEP_TARGETS = ("optuna.samplers.*", "optuna.pruners.*", "hydra_plugins.hydra_optuna_sweeper.*")
 PRUNER_ATTR = "pruner"  # study user attr: the pruner's config, so every trial process builds the same one
 STORAGE_ENV = "LIGHTNING_TUNE_STORAGE"  # the study's storage URL, for the trials' processes
 # `scheme://user:PASSWORD@host/...`: the password ends at the first `@`, as SQLAlchemy reads it
@@ -52,3 +59,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)
+
+
+def build_sampler(cfg: DictConfig, **kwargs: Any) -> optuna.samplers.BaseSampler:
+    """The sampler of `hydra/sweeper/sampler`, which Hydra 1.4 hands the sweeper as a config."""
+    with trusted(SWEEP_TARGETS):
+        return instantiate(cfg, **kwargs)
+
+
+def build_pruner(cfg: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """The pruner the study records (`PRUNER_ATTR`), in whichever process runs the trial."""
+    with trusted(SWEEP_TARGETS):
+        return instantiate(cfg)

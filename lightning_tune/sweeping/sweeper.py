@@ -6,12 +6,10 @@ trial, fit its search space to the chosen config groups (`space.py`) or run a gr
 """
 
 import ctypes
-import functools
 import logging
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
@@ -19,7 +17,6 @@ import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, RunMode
-from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
@@ -41,10 +38,18 @@ from lightning_tune.sweeping.space import (
     parse_search_space,
     typed_param_names,
 )
-from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, derive_seed, open_storage, redact, url_password
+from lightning_tune.sweeping.study import (
+    GRID_SAMPLER,
+    PRUNER_ATTR,
+    STORAGE_ENV,
+    build_sampler,
+    derive_seed,
+    open_storage,
+    redact,
+    url_password,
+)
 
 log = logging.getLogger(__name__)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # enqueue_trial in 2.10
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INTERRUPTED = "interrupted"  # user attr of a trial that a crashed or killed sweep left running
@@ -134,8 +139,7 @@ class TuningSweeper(OptunaSweeperImpl):
         warm_start: Optional[str],
         **optuna_sweeper_args: Any,
     ) -> None:
-        super().__init__(**optuna_sweeper_args)
-        self.pruner = pruner
+        super().__init__(**optuna_sweeper_args)  # `sampler` and `pruner` stay configs: built per study (`_sampler`, trials)
         self.timeout_s = timeout_s
         self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
         self.warm_start = warm_start
@@ -145,7 +149,9 @@ class TuningSweeper(OptunaSweeperImpl):
         # and its jobs, wherever they run, time themselves and end with this process (`jobs.py`)
         loader = TrialConfigLoader(hydra_context.config_loader)
         callbacks = TrialJobs(hydra_context.callbacks, driver_pid=os.getpid())
-        hydra_context = HydraContext(config_loader=loader, callbacks=callbacks)
+        hydra_context = HydraContext(
+            config_loader=loader, callbacks=callbacks, execution_whitelist=hydra_context.execution_whitelist
+        )
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.pruner_cfg = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
         self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
@@ -269,7 +275,6 @@ class TuningSweeper(OptunaSweeperImpl):
         """The params of `hydra.sweeper.params` and the command line's sweeps, fitted to the config groups."""
         self._refuse_two_searches()
         distributions, fixed = parse_search_space(flatten_params(self.params or {}) + list(arguments))
-        distributions = {**(self.search_space_distributions or {}), **distributions}
         for name in fixed:
             distributions.pop(name, None)
         base_choices = {group: option for group, option in self.config.hydra.runtime.choices.items() if "/" not in group}
@@ -297,7 +302,7 @@ class TuningSweeper(OptunaSweeperImpl):
     def _grid_order(self, space: SearchSpace, first: list[dict[str, Any]], seed: int) -> Optional[list[dict[str, Any]]]:
         """With the grid sampler, its points in the order they run: the first trials (enqueued or warm
         start), each matched to a point of the grid, then the rest shuffled by `seed`. None otherwise."""
-        if not (isinstance(self.sampler, functools.partial) and self.sampler.func is optuna.samplers.GridSampler):
+        if self.config.hydra.sweeper.sampler._target_ != GRID_SAMPLER:
             return None
         points = space.grid(seed)
         order: list[dict[str, Any]] = []
@@ -318,12 +323,10 @@ class TuningSweeper(OptunaSweeperImpl):
         if grid:
             return optuna.samplers.RandomSampler(sweep_seed)
         sampler_cfg = self.config.hydra.sweeper.sampler
-        if "seed" not in sampler_cfg:
-            return self.sampler
-        seed = sweep_seed if sampler_cfg.seed is None else int(sampler_cfg.seed)
+        seed = sweep_seed if sampler_cfg.get("seed") is None else int(sampler_cfg.seed)
         # CMA-ES warns of every param it samples at random, in every trial: `sweep` says it once
         quiet = {"warn_independent_sampling": False} if sampler_cfg._target_ == "optuna.samplers.CmaEsSampler" else {}
-        return instantiate(sampler_cfg, seed=derive_seed(seed, n_trials_so_far) if n_trials_so_far else seed, **quiet)
+        return build_sampler(sampler_cfg, seed=derive_seed(seed, n_trials_so_far) if n_trials_so_far else seed, **quiet)
 
     @staticmethod
     def _suggest(trials: list[optuna.Trial], space: SearchSpace) -> list[list[str]]:

@@ -16,12 +16,11 @@ from typing import Any, Optional
 
 import optuna
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.results import CV_STD_ATTR
-from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, open_storage
+from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, build_pruner, open_storage
 
 
 class PruningCallback(pl.Callback):
@@ -54,7 +53,7 @@ def open_trial(trial_cfg: DictConfig) -> tuple[optuna.trial.Trial, bool]:
     pruner_cfg = study.user_attrs.get(PRUNER_ATTR)
     prunes = len(study.directions) == 1 and bool(pruner_cfg)
     if prunes:
-        study.pruner = instantiate(pruner_cfg)
+        study.pruner = build_pruner(pruner_cfg)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_cfg.number)
     return optuna.trial.Trial(study, trial_id), prunes
 
