@@ -34,7 +34,7 @@ from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
 from lightning_tune.regularization import Regularization
 from lightning_tune.requeue import cluster_plugins, requeue_callbacks, resume_checkpoint
 from lightning_tune.reporting import collect_results, format_table, log_hparams, run_settings, write_metrics
-from lightning_tune.trust import trusted_run
+from lightning_tune.trust import trusted_run, untrusted_line, untrusted_target
 from lightning_tune.validation import check_settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def build(cfg: Any, key: str, **kwargs: Any) -> Any:
     except InstantiationException as error:
         if isinstance(error.__cause__, ConfigError):
             raise error.__cause__ from None
+        if target := untrusted_target(error):
+            raise ConfigError(untrusted_line(key, target)) from None
         cause = error.__cause__ or error
         raise ConfigError(f"{key}: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
 

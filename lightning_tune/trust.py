@@ -7,8 +7,9 @@ optimizer or callback is admitted by the user, in their config: `execution_white
 Light: `train.py` imports it before Hydra starts.
 """
 
+import re
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from hydra.errors import InstantiationException
 from hydra.utils import execution_whitelist
@@ -21,6 +22,7 @@ APP_TARGETS = ("lightning_tune.*",)
 # and Lightning's callbacks (`+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping`)
 RUN_TARGETS = ("lightning_tune.*", "torch.optim.*", "pytorch_lightning.*")
 USER_KEY = "execution_whitelist"  # conf/train.yaml: the user's own targets
+UNTRUSTED = re.compile(r"Target '(?P<target>[^']+)' is not in the Hydra execution whitelist")  # Hydra's refusal
 
 
 def trusted(patterns: Sequence[str]) -> AbstractContextManager[Any]:
@@ -36,7 +38,20 @@ def trusted_run(cfg: Any) -> Iterator[None]:
     try:
         policy = trusted([*RUN_TARGETS, *own])
     except InstantiationException as error:  # Hydra's word on "*" or a pattern without a package: one line
-        reason = str(error).splitlines()[0]
-        raise ConfigError(f"{USER_KEY}={own}: {reason}; give exact targets or prefixes such as my_models.*") from None
+        reason = " ".join(str(error).split()).split(" To preserve legacy")[0]  # a Python-only way out: not for a config
+        raise ConfigError(f"{USER_KEY}={own}: {reason}") from None
     with policy:
         yield
+
+
+def untrusted_target(error: BaseException) -> Optional[str]:
+    """The `_target_` that Hydra refused to build because no whitelist admits it, or None."""
+    match = UNTRUSTED.search(str(error))
+    return match["target"] if match else None
+
+
+def untrusted_line(key: str, target: str) -> str:
+    """What the user does about a refused target of config node `key`."""
+    package = target.rsplit(".", 1)[0]
+    return (f"{key}._target_={target} is not trusted: add it to {USER_KEY} "
+            f"(e.g. '{USER_KEY}=[{package}.*]' or in your config file)")  # fmt: skip

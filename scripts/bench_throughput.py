@@ -89,7 +89,7 @@ class FloorModule(ClassificationModule):
 def compose_cfg(overrides: list[str], epochs: int, output_dir: str) -> DictConfig:
     """conf/train.yaml with the case's overrides, as `python train.py <overrides>` composes it."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf")):
         return compose(
             config_name="train",
             overrides=[*TRAINING_ONLY, *overrides, f"trainer.max_epochs={epochs}", f"output_dir={output_dir}"],

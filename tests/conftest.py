@@ -59,7 +59,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
     def compose_cfg(*overrides: str, fast: bool = True) -> DictConfig:
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF)):
             return compose(
                 config_name="train",
                 overrides=[*(FAST if fast else []), f"output_dir={tmp_path}", *overrides],

@@ -19,7 +19,7 @@ MASTER = ["hparams_search=random", "data=digits", "trainer.max_epochs=1", "hydra
 @pytest.fixture(scope="module")
 def loaders():
     register_schemas()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         hydra_loader = GlobalHydra.instance().config_loader()
         master = hydra_loader.load_configuration("train", MASTER, run_mode=RunMode.MULTIRUN)
         yield master, hydra_loader, TrialConfigLoader(hydra_loader)
@@ -76,7 +76,7 @@ def test_every_trial_is_in_the_sweeps_own_directory():
     must not move it (each trial landed in a directory of its own)."""
     register_schemas()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         hydra_loader = GlobalHydra.instance().config_loader()
         master = hydra_loader.load_configuration("train", ["hparams_search=tpe"], run_mode=RunMode.MULTIRUN)
         cached = TrialConfigLoader(hydra_loader)

@@ -140,7 +140,7 @@ def test_gpu_trainer_trains(make_cfg, tmp_path, precision):
 def test_every_launcher_composes(make_cfg, launcher):
     """The launcher is Hydra's own setting (`hydra.launcher`), outside the job's config."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose(config_name="train", overrides=[f"launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.runtime.choices.launcher == launcher
     assert cfg.hydra.launcher._target_

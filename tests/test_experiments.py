@@ -30,7 +30,7 @@ def test_iris_logreg_grid_is_gridsearchcvs_setup(make_cfg):
     assert cfg.regularization._target_.endswith("SklearnRegularization")
     assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs  # the final model is scored
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         hydra_cfg = compose("train", ["experiment=iris_logreg_grid"], return_hydra_config=True).hydra
     assert hydra_cfg.sweeper._target_.endswith("LightningTuneSweeper")
     assert hydra_cfg.sweeper.sampler._target_ == "optuna.samplers.GridSampler"

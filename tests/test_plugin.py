@@ -21,7 +21,7 @@ import lightning_tune
 from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(config_path="conf", config_name="config", execution_whitelist="lightning_tune.*")
 def main(cfg: DictConfig) -> float:
     from lightning_tune.run import run_from_hydra
 

@@ -101,7 +101,7 @@ class Command:
         overrides = [word for word in self.words if word.startswith(("hparams_search=", "experiment=", "hydra/sweeper="))]
         register_schemas()
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF)):
             sweeper = compose("train", overrides, return_hydra_config=True).hydra.sweeper
         GlobalHydra.instance().clear()
         return sweeper._target_.endswith("LightningTuneSweeper")

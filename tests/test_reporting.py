@@ -35,7 +35,7 @@ def hydra_run(tmp_path, monkeypatch):
 
     def run(*overrides: str) -> float:
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF)):
             overrides = (*FAST, *SHORT, f"output_dir={tmp_path}", *overrides)
             cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)

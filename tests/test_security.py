@@ -10,7 +10,6 @@ from sweeping import ENV, ONLY_LR, run_sweep
 from lightning_tune.run import train
 from lightning_tune.sweeping.study import redact, url_password
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 SECRET = "S3cr3tPa55"
 DB = f"postgresql://user:{SECRET}@127.0.0.1:1/db"  # nothing listens on port 1

@@ -36,12 +36,11 @@ from lightning_tune.run import train
 from lightning_tune.slurm import SlurmJobFailed, check_submission, job_return, make_executor
 from lightning_tune.sweeping.sweeper import launcher_parallelism
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
 # --- the config ---------------------------------------------------------------------------------
 def hydra_cfg(*overrides: str) -> Any:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 from omegaconf import OmegaConf
-from optuna.distributions import CategoricalDistribution, UniformDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.space import SearchSpace, fit_to_groups, typed_param_names
@@ -25,7 +25,7 @@ def space(**distributions) -> SearchSpace:
 
 def test_a_param_of_some_options_only_is_tied_to_them():
     fitted, dropped = fit_to_groups(
-        space(optimizer=OPTIMIZERS, optimizer__lr=UniformDistribution(0.01, 0.1), optimizer__momentum=UniformDistribution(0.5, 0.9)),
+        space(optimizer=OPTIMIZERS, optimizer__lr=FloatDistribution(0.01, 0.1), optimizer__momentum=FloatDistribution(0.5, 0.9)),
         {"optimizer": "adam"}, option_config, typed=set(),
     )  # fmt: skip
     assert dropped == [] and fitted.requires == {"optimizer.momentum": ("optimizer", frozenset({"sgd"}))}
@@ -36,7 +36,7 @@ def test_a_param_of_some_options_only_is_tied_to_them():
 
 
 def test_a_param_no_option_has_is_dropped_from_a_preset_and_refused_from_the_command_line():
-    preset = space(model__depth=CategoricalDistribution([1, 2]), optimizer__lr=UniformDistribution(0.01, 0.1))
+    preset = space(model__depth=CategoricalDistribution([1, 2]), optimizer__lr=FloatDistribution(0.01, 0.1))
     fitted, dropped = fit_to_groups(preset, {"model": "linear", "optimizer": "adam"}, option_config, typed=set())
     assert dropped == ["model=linear has no model.depth"] and list(fitted.distributions) == ["optimizer.lr"]
     with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.params\.model\.depth: model=linear has no key 'depth'$"):
@@ -44,7 +44,7 @@ def test_a_param_no_option_has_is_dropped_from_a_preset_and_refused_from_the_com
 
 
 def test_an_option_that_does_not_compose_is_left_out_of_a_presets_space_and_kept_in_a_typed_one():
-    swept = space(optimizer=CategoricalDistribution(["sgd", "foo"]), optimizer__momentum=UniformDistribution(0.5, 0.9))
+    swept = space(optimizer=CategoricalDistribution(["sgd", "foo"]), optimizer__momentum=FloatDistribution(0.5, 0.9))
     fitted, notes = fit_to_groups(swept, {"optimizer": "sgd"}, option_config, typed=set())
     assert fitted.distributions["optimizer"].choices == ("sgd",) and fitted.requires == {}
     assert notes == ["optimizer=foo does not compose here (Could not find 'optimizer/foo')"]

@@ -20,7 +20,6 @@ from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.guards import LOCK, check_runs_known, driver_lock
 from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, trial_outcome
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 # A trial of several seconds, as tests/test_slurm.py's LONG_TRIAL: 6 epochs of 30 batches.
 LONG = ["hparams_search=random", "trainer=cpu", "logger=csv", "trainer.max_epochs=6", "+trainer.limit_train_batches=30",

@@ -22,7 +22,6 @@ import lightning_tune.sweeping
 from lightning_tune.sweeping import plots, results
 from lightning_tune.sweeping.results import write_progress, write_report
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +130,7 @@ def test_best_yaml_is_the_best_trials_config_with_trial_nulled(tmp_path: Path, d
     assert OmegaConf.load(sweep / "best.yaml") == expected
 
     GlobalHydra.instance().clear()  # `--config-path <sweep_dir> --config-name best` composes it whole
-    with initialize_config_dir(config_dir=str(sweep), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(sweep)):
         assert compose(config_name="best") == expected
     GlobalHydra.instance().clear()
 

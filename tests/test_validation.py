@@ -59,7 +59,7 @@ def composed(*overrides: str) -> Any:
     """conf/train.yaml composed with `overrides` (once for each: the tests change copies)."""
     register_schemas()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         return compose("train", list(overrides), return_hydra_config=True)
 
 

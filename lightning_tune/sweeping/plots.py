@@ -1,6 +1,7 @@
 """The sweep report's figures, drawn with matplotlib's Agg canvas.
 
-Optuna 2.10's own matplotlib plots break on today's numpy and matplotlib, so we draw our own.
+Our own, not Optuna's `optuna.visualization.matplotlib`, which is experimental (it warns on every call)
+and draws neither failed trials with their marks nor params that only some trials have.
 Each function returns PNG bytes. Figures are built as plain `Figure` objects, never through
 pyplot, so none is registered anywhere or outlives its call.
 """
@@ -15,12 +16,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    IntLogUniformDistribution,
-    LogUniformDistribution,
-)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 DPI = 110
@@ -80,7 +76,7 @@ def param_importances(importances: dict[str, dict[str, float]]) -> bytes:
 
 
 def is_log(distribution: BaseDistribution | None) -> bool:
-    return isinstance(distribution, (LogUniformDistribution, IntLogUniformDistribution))
+    return isinstance(distribution, (FloatDistribution, IntDistribution)) and distribution.log
 
 
 def axis_positions(

@@ -8,7 +8,6 @@ existing study.
 
 import csv
 import io
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import optuna
 from omegaconf import OmegaConf
-from optuna.importance import FanovaImportanceEvaluator, MeanDecreaseImpurityImportanceEvaluator
+from optuna.importance import FanovaImportanceEvaluator
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -105,32 +104,11 @@ def duration_s(trial: FrozenTrial) -> Optional[float]:
     return None if trial.duration is None else round(trial.duration.total_seconds(), 3)
 
 
-# run dir -> its folds' standard deviations (None: no cv.folds); a finished run's metrics.json does not change
-RUN_CV_STDS: dict[str, Optional[dict[str, float]]] = {}
-
-
 def cv_stds(trial: FrozenTrial) -> Optional[dict[str, float]]:
-    """With `cv.folds`: each objective's standard deviation over the folds, else None.
-
-    The trial's process records it in the study (user attr `cv_std`), but the sweeper's Optuna caches
-    the trials it runs and does not see that attr; the trial's metrics.json, which holds it too, stands in.
-    It is read once per run, not at every batch's trials.csv.
-    """
-    if isinstance(stds := trial.user_attrs.get(CV_STD_ATTR), dict):
-        return stds
-    run_dir = trial.user_attrs.get("run_dir")
-    if trial.state != TrialState.COMPLETE or not run_dir:
-        return None
-    if run_dir not in RUN_CV_STDS:
-        try:
-            saved = json.loads((Path(run_dir) / "metrics.json").read_text())
-        except (OSError, ValueError):  # not there (yet): asked again next time
-            return None
-        objectives = saved.get("cv", {}).get("objectives") if isinstance(saved, dict) else None
-        RUN_CV_STDS[run_dir] = (
-            {name: entry["std"] for name, entry in objectives.items()} if isinstance(objectives, dict) else None
-        )
-    return RUN_CV_STDS[run_dir]
+    """With `cv.folds`: each objective's standard deviation over the folds, as the trial's process recorded
+    it in the study (user attr `cv_std`); else None."""
+    stds = trial.user_attrs.get(CV_STD_ATTR)
+    return stds if isinstance(stds, dict) else None
 
 
 def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
@@ -222,31 +200,28 @@ def first_line(error: BaseException) -> str:
 
 
 def param_importances(study: optuna.Study, names: Sequence[str]) -> tuple[dict[str, dict[str, float]], str]:
-    """Each objective's parameter importances, and a sentence on how they were computed or why not.
+    """Each objective's parameter importances by Optuna's fANOVA, and a sentence on how they were computed
+    or why not. Never raises: a sweep must not die here.
 
-    fANOVA first (Optuna's default); Optuna 2.10's fANOVA breaks on recent scikit-learn, so the
-    mean decrease in impurity of a random forest stands in. Never raises: a sweep must not die here.
+    fANOVA, seeded, not Optuna 5's default PED-ANOVA: PED-ANOVA compares the top 10% of trials with the
+    rest, which tens of trials leave to one or two; it then gives weight to params every trial had alike.
     """
     count = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if count < 2:
         return {}, f"Not computed: importances need at least 2 complete trials, the study has {count}."
-    failures: list[str] = []
-    for label, evaluator in (("fANOVA", FanovaImportanceEvaluator(seed=0)),
-                             ("mean decrease impurity", MeanDecreaseImpurityImportanceEvaluator(seed=0))):
-        try:
-            importances = {
-                name: dict(optuna.importance.get_param_importances(
-                    study, evaluator=evaluator, target=None if len(names) == 1 else lambda t, i=i: t.values[i]
-                ))
-                for i, name in enumerate(names)
-            }
-        except Exception as error:  # noqa: BLE001 - any failure of the pinned Optuna becomes a line in the report
-            failures.append(f"{label} failed ({first_line(error)})")
-            continue
-        if not any(importances.values()):
-            return {}, "Not computed: no swept parameter is set in every complete trial."
-        return importances, f"Computed by {label}" + (f"; {', '.join(failures)}." if failures else ".")
-    return {}, f"Not computed: {'; '.join(failures)}."
+    try:
+        importances = {
+            name: {param: float(value) for param, value in optuna.importance.get_param_importances(
+                study, evaluator=FanovaImportanceEvaluator(seed=0),
+                target=None if len(names) == 1 else lambda t, i=i: t.values[i],
+            ).items()}
+            for i, name in enumerate(names)
+        }  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - a report line, never the end of a finished sweep
+        return {}, f"Not computed: fANOVA failed ({first_line(error)})."
+    if not any(importances.values()):
+        return {}, "Not computed: no swept parameter is set in every complete trial."
+    return importances, "Computed by fANOVA (Optuna's FanovaImportanceEvaluator, seed 0)."
 
 
 def cell(value: Any) -> str:

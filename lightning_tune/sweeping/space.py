@@ -11,7 +11,6 @@ line asked for it.
 """
 
 import itertools
-import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
@@ -19,12 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    DiscreteUniformDistribution,
-    IntUniformDistribution,
-)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import Trial
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.validation import valid_of
@@ -47,25 +42,14 @@ def flatten_params(params: Any, prefix: str = "") -> list[str]:
 
 
 def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
-    """Swept and fixed params from `key=sweep` strings, with Hydra's `range` end kept exclusive.
-
-    The released sweeper turns `range(1,5)` into an Optuna int distribution whose `high` (5) is
-    inclusive; Hydra's `range` stops before 5, as in Python.
-    """
+    """Swept and fixed params from `key=sweep` strings, as the Optuna sweeper parses them: `range`'s stop
+    is exclusive, as in Python and Hydra (`range(1,5)` is 1 to 4), a float range is Optuna's stepped float."""
     distributions: dict[str, BaseDistribution] = {}
     fixed: dict[str, Any] = {}
     for override in OverridesParser.create().parse_overrides(list(arguments)):
         name = override.get_key_element()
         try:
             value = create_optuna_distribution_from_override(override)
-            if override.is_range_sweep() and not override.value().shuffle:
-                sweep = override.value()
-                last = sweep.start + sweep.step * (math.ceil(round((sweep.stop - sweep.start) / sweep.step, 9)) - 1)
-                last = round(last, 12)  # 0.1 + 2 * 0.1 is 0.30000000000000004, which Optuna warns of
-                if isinstance(value, IntUniformDistribution):
-                    value = IntUniformDistribution(int(sweep.start), int(last), step=int(sweep.step))
-                else:
-                    value = DiscreteUniformDistribution(sweep.start, last, sweep.step)
         except ValueError as error:  # Optuna's word on an empty or reversed range, a log range from 0, ...
             raise ConfigError(f"{override.input_line}: {str(error).splitlines()[0]}") from None
         if isinstance(value, BaseDistribution):
@@ -73,6 +57,17 @@ def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribu
         else:
             fixed[name] = value
     return distributions, fixed
+
+
+def suggest(trial: Trial, name: str, distribution: BaseDistribution) -> Any:
+    """`trial`'s value of `name` from `distribution`, through Optuna's public suggest API."""
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    raise TypeError(f"{name}: no suggest call for {distribution!r}")  # the Optuna sweeper makes no other kind
 
 
 def typed_param_names(hydra_overrides: Iterable[str], task_overrides: Iterable[str]) -> set[str]:
@@ -94,11 +89,11 @@ def grid_choices(name: str, distribution: BaseDistribution) -> list[Any]:
     """Every value of a discrete distribution, each once; a continuous interval has no grid."""
     if isinstance(distribution, CategoricalDistribution):
         return list(distribution.choices)
-    if isinstance(distribution, IntUniformDistribution):
+    if isinstance(distribution, IntDistribution) and not distribution.log:
         return list(range(distribution.low, distribution.high + 1, distribution.step))
-    if isinstance(distribution, DiscreteUniformDistribution):
-        count = int(round((distribution.high - distribution.low) / distribution.q)) + 1
-        return [round(distribution.low + i * distribution.q, 12) for i in range(count)]
+    if isinstance(distribution, FloatDistribution) and distribution.step is not None:
+        count = int(round((distribution.high - distribution.low) / distribution.step)) + 1
+        return [round(distribution.low + i * distribution.step, 12) for i in range(count)]
     raise ConfigError(
         f"{PARAMS_KEY}.{name} is a continuous interval, which the grid sampler cannot enumerate; "
         f"use choice(...) or range(start,stop,step)"

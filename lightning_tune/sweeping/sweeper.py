@@ -32,6 +32,7 @@ from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.space import (
     check_enqueued,
     SearchSpace,
+    suggest,
     fit_to_groups,
     flatten_params,
     grid_choices,
@@ -214,14 +215,16 @@ class TuningSweeper(OptunaSweeperImpl):
         """Mark trials left RUNNING by a crash as failed; their configurations are tried again (`retry`;
         a grid revisits the points it has not finished by itself). Called under the driver's lock: no other
         driver runs them."""
-        storage = study._storage
+        storage = open_storage(self.storage_url)  # the study's own: `open_storage` keeps one per URL
+        study_id = storage.get_study_id_from_name(study.study_name)
         count = 0
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted: the sweep stopped during it")
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
+            storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the sweep stopped during it")
             if retry:
                 study.enqueue_trial(dict(trial.params))
-            storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+            study.tell(trial.number, state=TrialState.FAIL)
             count += 1
         if count:
             log.info("Resuming: %d trial(s) interrupted by the last run are retried", count)
@@ -335,7 +338,7 @@ class TuningSweeper(OptunaSweeperImpl):
         for trial in trials:
             for name in space.ordered():
                 if space.applies(name, trial.params):
-                    trial._suggest(name, space.distributions[name])
+                    suggest(trial, name, space.distributions[name])
             fixed = {name: value for name, value in space.fixed.items() if space.applies(name, trial.params)}
             overrides.append([f"{name}={value}" for name, value in {**trial.params, **fixed}.items()])
         return overrides
@@ -501,7 +504,7 @@ class TuningSweeper(OptunaSweeperImpl):
         study.tell(trial, values=values, state=state)
 
     def _log_progress(self, study: optuna.Study, trial: optuna.Trial, n_trials: int, duration: Optional[float]) -> None:
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = study.get_trials(deepcopy=False)[trial.number]  # numbered from 0, in order
         shown = ", ".join(f"{v:.4f}" for v in frozen.values) if frozen.values else frozen.user_attrs.get("fail_reason", "")
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = ""

@@ -54,7 +54,9 @@ def open_trial(trial_cfg: DictConfig) -> tuple[optuna.trial.Trial, bool]:
     prunes = len(study.directions) == 1 and bool(pruner_cfg)
     if prunes:
         study.pruner = build_pruner(pruner_cfg)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_cfg.number)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(trial_cfg.study_name), trial_cfg.number
+    )
     return optuna.trial.Trial(study, trial_id), prunes
 
 
