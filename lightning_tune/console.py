@@ -49,7 +49,10 @@ DESCRIPTIONS = {
         "cmaes": "CMA-ES evolution strategy: models interval and range params; choices are drawn at random",
         "grid": "every combination of choice and range params exactly once",
         "nsgaii": "NSGA-II genetic algorithm, for several objectives (generations of 50 trials)",
-        "motpe": "multi-objective TPE",
+        "nsgaiii": "NSGA-III genetic algorithm, for many objectives (reference points)",
+        "gp": "Bayesian optimization with a Gaussian process",
+        "qmc": "quasi-random (Sobol) points that cover the space evenly",
+        "motpe": "removed in Optuna 4: tpe handles several objectives",
     },
     "hydra/sweeper/pruner": {
         "none": "every trial runs to its end (the default)",

@@ -41,16 +41,19 @@ log = logging.getLogger(__name__)
 
 
 def build(cfg: Any, key: str, **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate`, with our own `ConfigError`s passed through unwrapped."""
+    """`hydra.utils.instantiate`, its errors on one line naming the config node `key`: Hydra's own (a target
+    it cannot import or does not trust), and, as Hydra 1.4 passes them on unwrapped, the target's own."""
     try:
         return instantiate(cfg, _convert_="all", **kwargs)
+    except ConfigError:
+        raise
     except InstantiationException as error:
-        if isinstance(error.__cause__, ConfigError):
-            raise error.__cause__ from None
         if target := untrusted_target(error):
             raise ConfigError(untrusted_line(key, target)) from None
         cause = error.__cause__ or error
         raise ConfigError(f"{key}: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+    except Exception as error:  # noqa: BLE001 - whatever the target raised about its arguments
+        raise ConfigError(f"{key}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
 
 
 def build_network(cfg: DictConfig, datamodule: ArrayDataModule, dropout: float) -> nn.Module:
@@ -221,31 +224,32 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
 
     Returns `optimized_metric`, or the list of `objectives` for a multi-objective sweep.
     """
-    quiet_run()
-    metric = OptimizedMetric.parse(cfg.optimized_metric)
-    objectives = objective_names(cfg)
-    set_threads(cfg.get("threads"))
-    flag(cfg, "lr_find")  # before the Trainer is built and greets
-    check_settings(cfg)  # as the command's were before it ran: a trial's own values, or a run without Hydra
-    if not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed={cfg.seed!r} must be an int")
-    folds = cv_folds(cfg)
-    if folds is None:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule, module = build_run(cfg)
-        values = fit_and_evaluate(cfg, datamodule, module, metric, objectives).values
-    else:
+    with trusted_run(cfg):  # the targets of our configs, and those its `execution_whitelist` admits
+        quiet_run()
+        metric = OptimizedMetric.parse(cfg.optimized_metric)
+        objectives = objective_names(cfg)
+        set_threads(cfg.get("threads"))
+        flag(cfg, "lr_find")  # before the Trainer is built and greets
+        check_settings(cfg)  # as the command's were before it ran: a trial's own values, or a run without Hydra
+        if not isinstance(cfg.seed, int):
+            raise ConfigError(f"seed={cfg.seed!r} must be an int")
+        folds = cv_folds(cfg)
+        if folds is None:
+            pl.seed_everything(cfg.seed, workers=True, verbose=False)
+            datamodule, module = build_run(cfg)
+            values = fit_and_evaluate(cfg, datamodule, module, metric, objectives).values
+        else:
 
-        def fit_fold(index: int, output_dir: Path) -> RunOutcome:
-            pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every fold starts alike
-            datamodule, module = build_run(cfg, fold=(index, folds))
-            fold_cfg = copy.deepcopy(cfg)
-            with open_dict(fold_cfg):
-                fold_cfg.output_dir = str(output_dir)  # the fold's checkpoints and logs (`${output_dir}`)
-            return fit_and_evaluate(fold_cfg, datamodule, module, metric, objectives, epoch_pruning=False)
+            def fit_fold(index: int, output_dir: Path) -> RunOutcome:
+                pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every fold starts alike
+                datamodule, module = build_run(cfg, fold=(index, folds))
+                fold_cfg = copy.deepcopy(cfg)
+                with open_dict(fold_cfg):
+                    fold_cfg.output_dir = str(output_dir)  # the fold's checkpoints and logs (`${output_dir}`)
+                return fit_and_evaluate(fold_cfg, datamodule, module, metric, objectives, epoch_pruning=False)
 
-        values = cross_validate(cfg, folds, objectives, fit_fold)
-    return values if cfg.get("objectives") else values[0]
+            values = cross_validate(cfg, folds, objectives, fit_fold)
+        return values if cfg.get("objectives") else values[0]
 
 
 def steepest_descent(lrs: list[float], losses: list[float]) -> Optional[float]:
@@ -362,8 +366,7 @@ def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
     refused single run leaves no directory behind."""
     try:
         try:
-            with trusted_run(cfg):
-                return train(cfg)
+            return train(cfg)
         except (InterpolationResolutionError, MissingMandatoryValue) as error:  # `${oc.env:UNSET}`, a `???` left
             raise ConfigError(hydra_error_line(error)) from None
     except (ConfigError, TrainingDiverged) as error:

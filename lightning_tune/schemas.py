@@ -52,7 +52,7 @@ def each(valid: Valid) -> Valid:
     return Valid(
         lambda values: isinstance(values, (list, tuple)) and all(valid.test(v) for v in values),
         f"a list of numbers {valid.text}",
-        [valid.outside],
+        [valid.outside, valid.outside],  # two: a pair such as Adam's betas is a typed 2-tuple
     )
 
 

@@ -2,12 +2,13 @@
 
 Hydra 1.4 warns on every `_target_` resolved without a whitelist given by trusted code (an error from 1.5),
 because a config file can name any callable. Ours are the targets our own configs name; a user's own network,
-optimizer or callback is admitted by the user, in their config: `execution_whitelist: [my_models.*]`
-(an exact target, or a package prefix ending in `.*`). Every use of Hydra's whitelist API is here.
+optimizer or callback is admitted by the user, in their config: `execution_whitelist: {my_models: my_models.*}`
+(an exact target, or a package prefix ending in `.*`, each under a name, so that every config file adds its own). Every use of Hydra's whitelist API is here.
 Light: `train.py` imports it before Hydra starts.
 """
 
 import re
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Iterator, Optional, Sequence
 
@@ -33,10 +34,12 @@ def trusted(patterns: Sequence[str]) -> AbstractContextManager[Any]:
 @contextmanager
 def trusted_run(cfg: Any) -> Iterator[None]:
     """Within it, `instantiate` builds our run targets and those the config's `execution_whitelist` admits."""
-    own = cfg.get(USER_KEY) or []
-    own = [own] if isinstance(own, str) else list(own)
+    own = cfg.get(USER_KEY) or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"{USER_KEY}={own!r} must map names to targets: {{my_models: my_models.*}}")
+    own = {str(name): pattern for name, pattern in own.items()}
     try:
-        policy = trusted([*RUN_TARGETS, *own])
+        policy = trusted([*RUN_TARGETS, *own.values()])
     except InstantiationException as error:  # Hydra's word on "*" or a pattern without a package: one line
         reason = " ".join(str(error).split()).split(" To preserve legacy")[0]  # a Python-only way out: not for a config
         raise ConfigError(f"{USER_KEY}={own}: {reason}") from None
@@ -53,5 +56,6 @@ def untrusted_target(error: BaseException) -> Optional[str]:
 def untrusted_line(key: str, target: str) -> str:
     """What the user does about a refused target of config node `key`."""
     package = target.rsplit(".", 1)[0]
-    return (f"{key}._target_={target} is not trusted: add it to {USER_KEY} "
-            f"(e.g. '{USER_KEY}=[{package}.*]' or in your config file)")  # fmt: skip
+    name = package.split(".", 1)[0]
+    return (f"{key}._target_={target} is not trusted: add it to {USER_KEY} in your config, or on the command "
+            f"line: +{USER_KEY}.{name}={package}.*")  # fmt: skip

@@ -34,7 +34,8 @@ def invalid_settings(node: DictConfig, path: str = "") -> Iterator[str]:
     for name, valid in schema_fields(node).items():
         value = OmegaConf.select(node, name, throw_on_missing=False)
         if value is not None and not valid.test(OmegaConf.to_object(value) if OmegaConf.is_config(value) else value):
-            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            shown = f"[{','.join(map(str, plain))}]" if isinstance(plain, (list, tuple)) else plain  # as typed
             yield f"{path}{name}={shown} must be {valid.text}"
     for key in node.keys():
         child = node._get_node(key)

@@ -5,7 +5,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -13,6 +13,11 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from lightning_tune.schemas import register_schemas
+from lightning_tune.trust import RUN_TARGETS, trusted
+
+# Hydra's deprecations fail the suite, in its own process and in every run and sweep it starts: one that a
+# run or sweep met would reach the user's console (an untrusted `_target_`, `version_base`, a ConfigStore clash)
+os.environ["HYDRA_DEPRECATION_WARNINGS_AS_ERRORS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -50,6 +55,13 @@ def needs_gpu(test: Callable) -> Callable:
 def group_options(group: str) -> list[str]:
     """Every option of a config group, so a new YAML file is tested without editing a test."""
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def run_targets_trusted() -> Iterator[None]:
+    """Tests build the run's parts (`build_run`, optimizers, schedules) as `train` does: our targets trusted."""
+    with trusted(RUN_TARGETS):
+        yield
 
 
 @pytest.fixture

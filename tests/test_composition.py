@@ -13,7 +13,8 @@ from lightning_tune.schemas import register_schemas
 from lightning_tune.sweeping.composition import TrialConfigLoader
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MASTER = ["hparams_search=random", "data=digits", "trainer.max_epochs=1", "hydra.sweep.dir=/tmp/sweep"]
+TASK = ["hparams_search=random", "data=digits", "trainer.max_epochs=1"]  # every trial carries them, as in a sweep
+MASTER = [*TASK, "hydra.sweep.dir=/tmp/sweep"]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,8 @@ def loaders():
 
 def both(loaders, overrides):
     master, hydra_loader, cached = loaders
-    expected = OmegaConf.to_container(hydra_loader.load_sweep_config(master, overrides))
-    return OmegaConf.to_container(cached.load_sweep_config(master, overrides)), expected
+    expected = OmegaConf.to_container(hydra_loader.load_sweep_config(master, [*TASK, *overrides]))
+    return OmegaConf.to_container(cached.load_sweep_config(master, [*TASK, *overrides])), expected
 
 
 TRIALS = [
@@ -51,8 +52,8 @@ def test_trial_config_is_hydras(loaders, overrides):
 
 def test_reused_composition_is_not_changed_by_a_later_trial(loaders):
     master, _, cached = loaders
-    first = cached.load_sweep_config(master, ["optimizer=sgd", "optimizer.lr=0.05"])
-    second = cached.load_sweep_config(master, ["optimizer=sgd", "optimizer.lr=0.5"])
+    first = cached.load_sweep_config(master, [*TASK, "optimizer=sgd", "optimizer.lr=0.05"])
+    second = cached.load_sweep_config(master, [*TASK, "optimizer=sgd", "optimizer.lr=0.5"])
     assert (first.optimizer.lr, second.optimizer.lr) == (0.05, 0.5)
     assert list(first.hydra.overrides.task)[-1] == "optimizer.lr=0.05"
     assert first.hydra.runtime.choices.optimizer == "sgd"
@@ -66,7 +67,7 @@ def test_bad_overrides_fail_as_in_hydra(loaders, overrides):
     errors = []
     for loader in (hydra_loader, cached):
         with pytest.raises(ConfigCompositionException) as error:
-            loader.load_sweep_config(master, overrides)
+            loader.load_sweep_config(master, [*TASK, *overrides])
         errors.append((str(error.value), str(error.value.__cause__)))
     assert errors[0] == errors[1]
 
@@ -83,4 +84,5 @@ def test_every_trial_is_in_the_sweeps_own_directory():
         sweep_dir = str(master.hydra.sweep.dir)
         assert sweep_dir.startswith("multirun/tpe-")
         for overrides in (["optimizer.lr=0.01", "trial.number=0"], ["optimizer=sgd", "hydra.job.name=x"]):
+            overrides = ["hparams_search=tpe", *overrides]  # the command's own, in every trial
             assert cached.load_sweep_config(master, overrides).hydra.sweep.dir == sweep_dir

@@ -13,6 +13,7 @@ from torch import nn
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.run import build, build_network, train
+from lightning_tune.trust import trusted_run
 
 EXAMPLE = ROOT / "examples" / "custom_model"
 
@@ -67,30 +68,31 @@ def user_cfg(make_cfg, monkeypatch):
 
 def test_dropout_reaches_the_users_model(user_cfg, tmp_path):
     cfg = user_cfg("model=tiny_net", "model.width=16", "regularization=dropout", "optimizer.lr=0.01")
-    net = build_network(cfg.model, build(cfg.data, "data"), cfg.regularization.dropout)
+    with trusted_run(cfg):  # as `train` builds it: the example's config trusts my_models.*
+        net = build_network(cfg.model, build(cfg.data, "data"), cfg.regularization.dropout)
     assert type(net).__module__ == "my_models"
     assert [module.p for module in net.modules() if isinstance(module, nn.Dropout)] == [cfg.regularization.dropout]
     assert_learned(train(cfg), 10)
 
 
 @pytest.fixture
-def plain_net(tmp_path, monkeypatch) -> str:
-    """A user's model whose constructor has no `dropout` argument."""
+def plain_net(tmp_path, monkeypatch) -> tuple[str, str]:
+    """The overrides of a user's model whose constructor has no `dropout` argument: it, and its trust."""
     source = tmp_path / "src"
     source.mkdir()
     (source / "plain_net.py").write_text(NO_DROPOUT_MODULE)
     monkeypatch.syspath_prepend(str(source))
-    return "model._target_=plain_net.PlainNet"
+    return "model._target_=plain_net.PlainNet", "+execution_whitelist.plain_net=plain_net.PlainNet"
 
 
 def test_model_without_dropout_argument_trains_without_dropout(make_cfg, tmp_path, plain_net):
-    assert_learned(train(make_cfg("model=linear", plain_net, "regularization=none")), 10)
+    assert_learned(train(make_cfg("model=linear", *plain_net, "regularization=none")), 10)
     assert (tmp_path / "metrics.json").is_file()
 
 
 def test_model_without_dropout_argument_rejects_dropout_in_one_line(make_cfg, tmp_path, plain_net):
     with pytest.raises(ConfigError) as error:
-        train(make_cfg("model=linear", plain_net, "regularization=dropout"))
+        train(make_cfg("model=linear", *plain_net, "regularization=dropout"))
     message = str(error.value)
     assert "regularization.dropout" in message and "plain_net.PlainNet" in message
     assert "\n" not in message

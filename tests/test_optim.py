@@ -18,6 +18,7 @@ from lightning_tune.errors import ConfigError
 from lightning_tune.metrics import OptimizedMetric
 from lightning_tune.module import ClassificationModule
 from lightning_tune.optim import ScheduleSpec, build_optimizer, build_scheduler
+from lightning_tune.trust import trusted
 from lightning_tune.regularization import Regularization
 
 LR = 0.1
@@ -247,7 +248,8 @@ def test_lr_override_replaces_the_configured_lr_and_is_checked(make_cfg) -> None
 
 
 def test_a_users_optimizer_class_works_by_target() -> None:
-    factory = instantiate(OmegaConf.create({"_target_": f"{__name__}.SignSGD", "_partial_": True, "lr": 0.1}))
+    with trusted([f"{__name__}.SignSGD"]):  # as a user's `execution_whitelist` admits it
+        factory = instantiate(OmegaConf.create({"_target_": f"{__name__}.SignSGD", "_partial_": True, "lr": 0.1}))
     net = tiny_net()
     before = [p.detach().clone() for p in net.parameters()]
     optimizer = build_optimizer(factory, net, Regularization(l2=0.5))

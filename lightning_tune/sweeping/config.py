@@ -57,7 +57,8 @@ class NopPrunerConf(PrunerConf):
 @dataclass
 class TuningSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.lightning_tune.LightningTuneSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    # conf/hydra/sweeper/sampler/tpe_multivariate.yaml: the tpe preset's TPE, not the Optuna sweeper's older defaults
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe_multivariate"}, {"pruner": "none"}])
 
     # null: maximize or minimize each objective as its name says (acc up, loss and params down)
     direction: Any = None

@@ -1,8 +1,8 @@
 """The Optuna sweeper, extended: resumable studies, pruning, robust trials, budgets and results.
 
-Built on hydra-optuna-sweeper's `OptunaSweeperImpl` (its config and distribution parsing are reused);
-`sweep` is ours, because the released loop cannot resume, prune, survive a NaN trial, number jobs by
-trial, fit its search space to the chosen config groups (`space.py`) or run a grid point only once.
+Its config extends hydra-optuna-sweeper's (`config.py`), and its params are parsed as that sweeper parses
+them (`space.py`); the loop is ours, because the Optuna sweeper's cannot resume, prune, survive a NaN
+trial, number jobs by trial, fit its search space to the chosen config groups or run a grid point only once.
 """
 
 import ctypes
@@ -15,9 +15,10 @@ from typing import Any, List, Optional, Sequence, Union
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
@@ -130,17 +131,29 @@ def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Option
     return TrialState.COMPLETE, values, ""
 
 
-class TuningSweeper(OptunaSweeperImpl):
+class TuningSweeper(Sweeper):
     def __init__(
         self,
         *,
+        sampler: Any,
         pruner: Any,
+        direction: Any,
+        storage: Optional[str],
+        study_name: str,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: Optional[DictConfig],
+        custom_search_space: Optional[str],
         timeout_s: Optional[float],
         enqueue_trials: List[Any],
         warm_start: Optional[str],
-        **optuna_sweeper_args: Any,
     ) -> None:
-        super().__init__(**optuna_sweeper_args)  # `sampler` and `pruner` stay configs: built per study (`_sampler`, trials)
+        """The settings of `TuningSweeperConf`. `sampler` and `pruner` come as configs (Hydra 1.4 builds a
+        sweeper's config non-recursively) and are read from the sweep's config: `_sampler`, the trials."""
+        self.custom_search_space = custom_search_space  # refused in `sweep`, on one line
+        self.direction, self.storage, self.study_name = direction, storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate, self.params = n_trials, n_jobs, max_failure_rate, params
         self.timeout_s = timeout_s
         self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
         self.warm_start = warm_start
@@ -153,7 +166,10 @@ class TuningSweeper(OptunaSweeperImpl):
         hydra_context = HydraContext(
             config_loader=loader, callbacks=callbacks, execution_whitelist=hydra_context.execution_whitelist
         )
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
         self.pruner_cfg = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
         self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
         self.storage_url = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
@@ -165,7 +181,8 @@ class TuningSweeper(OptunaSweeperImpl):
     def _directions(self, objectives: list[str]) -> list[str]:
         if self.direction is None:
             return [objective_direction(name) for name in objectives]
-        directions = self._get_directions()
+        given = self.direction if OmegaConf.is_list(self.direction) else [self.direction]
+        directions = [getattr(direction, "name", str(direction)) for direction in given]  # a Direction, or its name
         if len(directions) != len(objectives):
             raise ConfigError(
                 f"hydra.sweeper.direction has {len(directions)} entries for {len(objectives)} objectives {objectives}"
@@ -346,7 +363,11 @@ class TuningSweeper(OptunaSweeperImpl):
     # --- the loop ----------------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> None:
         self._refuse_written_password()
-        self._process_searchspace_config()
+        if self.custom_search_space:
+            raise ConfigError(
+                "hydra.sweeper.custom_search_space is the Optuna sweeper's, not this one's: put the params in "
+                "hydra.sweeper.params (a key that only some options have is swept only where it exists)"
+            )
         space = self._search_space(arguments)
         if self.n_trials <= 0:
             raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
