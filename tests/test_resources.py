@@ -19,7 +19,8 @@ def test_trials_leave_no_trainer_model_or_writer_behind_and_memory_stays_flat(tm
         tmp_path / "sweep", "hparams_search=random", "model=resnet", "model.depth=1", "model.width=choice(8,32)",
         "data=synthetic", "data.num_samples=1024", "data.batch_size=choice(16,256)", "optimizer=adam",
         "optimizer.lr=interval(0.001,0.01)", "scheduler=none", "regularization.l2=0", "regularization.dropout=0",
-        *TINY, "logger=tensorboard", f"hydra.sweeper.n_trials={TRIALS}", "+callbacks.probe._target_=probes.LeakProbe", env=env,
+        *TINY, "logger=tensorboard", f"hydra.sweeper.n_trials={TRIALS}", "+callbacks.probe._target_=probes.LeakProbe",
+        "+execution_whitelist.probes=probes.*", env=env,
     ).ok()  # fmt: skip
     trials = [json.loads(line) for line in probe_file.read_text().splitlines()]
     assert len(trials) == TRIALS == len(sweep.trials())

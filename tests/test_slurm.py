@@ -192,7 +192,7 @@ def submitit_job(monkeypatch):
 def test_a_requeue_signal_checkpoints_at_a_batch_and_the_requeued_run_resumes(make_cfg, submitit_job, tmp_path, caplog):
     resumable = ["+trainer.limit_train_batches=4", "trainer.max_epochs=3", "logger=csv"]
     signalled = make_cfg(*resumable, "+callbacks.signal._target_=test_slurm.SignalAt", "+callbacks.signal.epoch=1",
-                         "+callbacks.signal.batch=2")  # fmt: skip
+                         "+callbacks.signal.batch=2", "+execution_whitelist.test=test_slurm.SignalAt")  # fmt: skip
     checkpoint = tmp_path / "checkpoints" / "requeue.ckpt"
     with requeue_on_signal(), pytest.raises(Requeued):
         train(signalled)
