@@ -39,7 +39,10 @@ class TuningSlurmLauncherConf(SlurmQueueConf):
 
 def register_launcher_config() -> None:
     store = ConfigStore.instance()
-    store.store(group="hydra/launcher", name="lightning_tune_slurm", node=TuningSlurmLauncherConf, provider="lightning-tune", replace=True)
+    store.store(
+        group="hydra/launcher", name="lightning_tune_slurm", node=TuningSlurmLauncherConf, provider="lightning-tune",
+        replace=True,
+    )
 
 
 @dataclass

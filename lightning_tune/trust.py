@@ -3,7 +3,8 @@
 Hydra 1.4 warns on every `_target_` resolved without a whitelist given by trusted code (an error from 1.5),
 because a config file can name any callable. Ours are the targets our own configs name; a user's own network,
 optimizer or callback is admitted by the user, in their config: `execution_whitelist: {my_models: my_models.*}`
-(an exact target, or a package prefix ending in `.*`, each under a name, so that every config file adds its own). Every use of Hydra's whitelist API is here.
+(an exact target, or a package prefix ending in `.*`, each under a name, so that every config file adds its
+own). Every use of Hydra's whitelist API is here.
 Light: `train.py` imports it before Hydra starts.
 """
 

@@ -25,7 +25,8 @@ def space(**distributions) -> SearchSpace:
 
 def test_a_param_of_some_options_only_is_tied_to_them():
     fitted, dropped = fit_to_groups(
-        space(optimizer=OPTIMIZERS, optimizer__lr=FloatDistribution(0.01, 0.1), optimizer__momentum=FloatDistribution(0.5, 0.9)),
+        space(optimizer=OPTIMIZERS, optimizer__lr=FloatDistribution(0.01, 0.1),
+              optimizer__momentum=FloatDistribution(0.5, 0.9)),
         {"optimizer": "adam"}, option_config, typed=set(),
     )  # fmt: skip
     assert dropped == [] and fitted.requires == {"optimizer.momentum": ("optimizer", frozenset({"sgd"}))}

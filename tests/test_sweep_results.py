@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from matplotlib import pyplot
 from omegaconf import OmegaConf
-from optuna.distributions import CategoricalDistribution, IntUniformDistribution, LogUniformDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 import lightning_tune.sweeping
@@ -26,9 +26,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = {
-    "optimizer.lr": LogUniformDistribution(1e-4, 1e-1),
+    "optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True),
     "optimizer": CategoricalDistribution(["adam", "sgd"]),
-    "model.width": IntUniformDistribution(8, 64),
+    "model.width": IntDistribution(8, 64),
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -268,9 +268,9 @@ def test_parallel_coordinates_place_categories_in_order_and_numbers_on_their_sca
     positions, ticks = plots.axis_positions(["sgd", "adam", plots.ABSENT], choices)
     assert positions[:2] == [1.0, 0.0] and math.isnan(positions[2])
     assert ticks == [(0.0, "adam"), (0.5, "rmsprop"), (1.0, "sgd")]
-    positions, _ = plots.axis_positions([1e-4, 1e-3, 1e-2], LogUniformDistribution(1e-5, 1e-1))
+    positions, _ = plots.axis_positions([1e-4, 1e-3, 1e-2], FloatDistribution(1e-5, 1e-1, log=True))
     assert positions == pytest.approx([0.0, 0.5, 1.0])
-    positions, _ = plots.axis_positions([8, 16, 32], IntUniformDistribution(8, 64))
+    positions, _ = plots.axis_positions([8, 16, 32], IntDistribution(8, 64))
     assert positions == pytest.approx([0.0, 1 / 3, 1.0])
 
 

@@ -212,6 +212,10 @@ BAD_SWEEPS = {
         "hparams_search=random model=linear data=iris hydra.sweeper.params.model.depth='choice(1,2)'",
         "hydra.sweeper.params.model.depth: model=linear has no key 'depth'",
     ),
+    "custom_search_space": (  # the Optuna sweeper's setting, which ours does not read
+        "hparams_search=random hydra.sweeper.custom_search_space=my_app.space",
+        "hydra.sweeper.custom_search_space is the Optuna sweeper's, not this one's",
+    ),
 }
 
 

@@ -36,7 +36,8 @@ def test_our_own_targets_build_without_any_user_entry(make_cfg):
 
 @pytest.mark.parametrize("entry", ["*", "my_models.*.x", ".*"])
 def test_a_pattern_hydra_cannot_take_is_one_line(entry):
-    with pytest.raises(ConfigError, match=r"^execution_whitelist=\{'mine': .*\}: Invalid _execution_whitelist_ entry") as bad:
+    pattern = r"^execution_whitelist=\{'mine': .*\}: Invalid _execution_whitelist_ entry"
+    with pytest.raises(ConfigError, match=pattern) as bad:
         with trusted_run(OmegaConf.create({"execution_whitelist": {"mine": entry}})):
             pass
     assert "\n" not in str(bad.value) and "UNSAFE" not in str(bad.value)

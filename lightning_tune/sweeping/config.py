@@ -101,6 +101,8 @@ def sweep_id(*override_lists: Any) -> str:
 def register_sweeper_configs() -> None:
     OmegaConf.register_resolver("lt.sweep_id", sweep_id, replace=True)
     store = ConfigStore.instance()
-    store.store(group="hydra/sweeper", name="lightning_tune", node=TuningSweeperConf, provider="lightning-tune", replace=True)
+    store.store(
+        group="hydra/sweeper", name="lightning_tune", node=TuningSweeperConf, provider="lightning-tune", replace=True
+    )
     for name, node in PRUNERS.items():
         store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="lightning-tune", replace=True)

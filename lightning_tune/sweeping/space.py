@@ -63,10 +63,11 @@ def suggest(trial: Trial, name: str, distribution: BaseDistribution) -> Any:
     """`trial`'s value of `name` from `distribution`, through Optuna's public suggest API."""
     if isinstance(distribution, CategoricalDistribution):
         return trial.suggest_categorical(name, distribution.choices)
+    low, high = distribution.low, distribution.high
     if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+        return trial.suggest_int(name, low, high, step=distribution.step, log=distribution.log)
     if isinstance(distribution, FloatDistribution):
-        return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+        return trial.suggest_float(name, low, high, step=distribution.step, log=distribution.log)
     raise TypeError(f"{name}: no suggest call for {distribution!r}")  # the Optuna sweeper makes no other kind
 
 

@@ -33,11 +33,11 @@ from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.space import (
     check_enqueued,
     SearchSpace,
-    suggest,
     fit_to_groups,
     flatten_params,
     grid_choices,
     parse_search_space,
+    suggest,
     typed_param_names,
 )
 from lightning_tune.sweeping.study import (
