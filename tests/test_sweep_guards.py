@@ -14,7 +14,7 @@ from unittest.mock import Mock
 import pytest
 from conftest import ROOT
 from optuna.trial import TrialState
-from sweeping import ENV, ONLY_LR, TINY, Sweep, command, enqueue, run_sweep
+from sweeping import ENV, ONLY_LR, TINY, command, enqueue, finished, run_sweep
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.guards import LOCK, check_runs_known, driver_lock
@@ -65,13 +65,6 @@ def session_processes(session: int) -> list[int]:
 def first_epoch_done(sweep_dir: Path, number: int) -> Callable[[], bool]:
     return (sweep_dir / str(number) / "checkpoints" / "best.ckpt").is_file
 
-
-def finished(process: subprocess.Popen, log: Path, sweep_dir: Path) -> Sweep:
-    try:
-        process.wait(timeout=300)
-    finally:
-        process.kill()
-    return Sweep(sweep_dir, subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), ""))
 
 
 # --- two drivers --------------------------------------------------------------------------------
