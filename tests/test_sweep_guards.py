@@ -157,7 +157,7 @@ def test_a_sweep_whose_study_was_lost_refuses_and_writes_no_trial_directory_agai
     (line,) = again.result.stderr.strip().splitlines()
     assert line.startswith(f"error: {sweep.dir} holds the runs of 2 trial(s) (0, 1; 2 finished)"), line
     assert "optuna.db" in line and "hydra.sweep.dir" in line
-    assert snapshot(sweep.dir) == before
+    assert snapshot(sweep.dir) == before and not (sweep.dir / "optuna.db").exists(), "a new, empty database"
 
 
 @pytest.mark.slow

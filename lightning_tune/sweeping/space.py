@@ -56,6 +56,10 @@ def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribu
     fixed: dict[str, Any] = {}
     for override in OverridesParser.create().parse_overrides(list(arguments)):
         name = override.get_key_element()
+        tags = set(getattr(override.value(), "tags", None) or ())
+        if override.is_interval_sweep() and tags - {"log"}:  # the sweeper reads `log` and ignores any other tag
+            raise ConfigError(f"{override.input_line}: unknown tag {sorted(tags - {'log'})[0]!r}; an interval takes "
+                              f"tag(log, interval(low, high)) for a log scale, or no tag")  # fmt: skip
         try:
             value = create_optuna_distribution_from_override(override)
             if override.is_range_sweep() and not override.value().shuffle:
