@@ -216,7 +216,10 @@ def test_a_sweeps_fixed_values_are_read_as_hydra_reads_them():
         check_values(SearchSpace({}, {"trainer.max_epochs": "0"}), choices, lambda g, o: base)
 
 
-@pytest.mark.parametrize("after_s", [pytest.param(s, marks=[] if s == 1.0 else [pytest.mark.slow]) for s in (0.1, 0.5, 1.0, 2.0)])
+AFTER_S = [pytest.param(s, marks=[] if s == 1.0 else [pytest.mark.slow]) for s in (0.1, 0.5, 1.0, 2.0)]
+
+
+@pytest.mark.parametrize("after_s", AFTER_S)
 def test_ctrl_c_while_the_run_starts_is_one_line(tmp_path, after_s):
     """Interrupted halfway through importing Hydra, its start-up or torch's import, the libraries failed with 28 to 100
     lines of AttributeError or RecursionError; the start-up (about 3 s) now takes Ctrl-C once it is done."""
