@@ -1,5 +1,8 @@
 """Train one classifier, or a sweep of them with `-m`: `python train.py model=resnet optimizer=sgd`."""
 
+import signal
+
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C waits for the start-up: see one_line_errors
 import gc
 import sys
 from pathlib import Path

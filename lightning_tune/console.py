@@ -32,6 +32,7 @@ DROPPED_LIGHTNING_LINES = re.compile(
             r"Restoring states from the checkpoint path at ",  # the run logs "best checkpoint: <path>" itself
             r"Loaded model weights from the checkpoint at ",  # the same
             r"Loading `train_dataloader` to estimate number of stepping batches",  # a schedule being sized
+            r"\s*Detected KeyboardInterrupt, attempting graceful shutdown",  # the run says `interrupted` itself
         ]
     )
 )

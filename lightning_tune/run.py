@@ -1,7 +1,9 @@
 """One training run from a composed config: build, fit, evaluate the best checkpoint, report."""
 
+import contextlib
 import copy
 import inspect
+import io
 import logging
 import pkgutil
 import shutil
@@ -16,7 +18,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
@@ -132,6 +133,15 @@ def check_optimization(module: ClassificationModule, max_epochs: Optional[int]) 
             raise ConfigError(f"scheduler: {type(error).__name__}: {error}".splitlines()[0]) from None
 
 
+class SayInterrupted(pl.Callback):
+    """Ctrl-C during training: Lightning stops the fit and exits with status 1, saying so among its INFO lines
+    (`lightning_tune.console` drops that one); say `interrupted` on stderr, as a Ctrl-C at any other moment does."""
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            print("interrupted", file=sys.stderr)
+
+
 def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path, epoch_pruning: bool = True) -> pl.Trainer:
     """The Trainer with our checkpointing, the user's `callbacks`, and a sweep trial's pruning by epoch
     (not with cross-validation, where the trial reports once per fold)."""
@@ -145,6 +155,7 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path, ep
         callbacks += trial_callbacks(cfg.trial, metric.name)
     callbacks += requeue_callbacks(output_dir)
     callbacks += [
+        SayInterrupted(),
         ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
             filename="best",
@@ -282,8 +293,11 @@ def find_lr(
     # The test takes its `num_training` steps however few epochs the run has (an epoch has a step at least). A
     # schedule built for the test sees that many epochs, and is dropped with the test: the run builds its own.
     trainer.fit_loop.max_epochs = max(max_epochs or 1, finder_args.num_training)
+    # Lightning's range test draws a progress bar on stderr whatever `enable_progress_bar` says
+    shown = trainer.progress_bar_callback is not None
     try:
-        finder = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False, **finder_args)
+        with contextlib.nullcontext() if shown else contextlib.redirect_stderr(io.StringIO()):
+            finder = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False, **finder_args)
     finally:
         trainer.fit_loop.max_epochs = max_epochs
     if finder is None:  # fast_dev_run: Lightning skips the test, and says so
@@ -370,9 +384,11 @@ def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
         except (InterpolationResolutionError, MissingMandatoryValue) as error:  # `${oc.env:UNSET}`, a `???` left
             raise ConfigError(hydra_error_line(error)) from None
     except (ConfigError, TrainingDiverged) as error:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if cfg.get("trial") and cfg.trial.get("number") is not None:  # a trial of our sweeper
             log.error("%s", error)
             raise  # the sweeper records the failed trial and its reason
+        # A single run, or a job of Hydra's own multirun (`-m optimizer.lr=0.01,-1`), which would print the
+        # traceback; the jobs before it keep their results.
         if isinstance(error, ConfigError) and HydraConfig.initialized():
-            discard_run_dir()
+            discard_run_dir()  # a multirun's directory keeps its other jobs: only the job's own goes
         sys.exit(f"error: {error}")

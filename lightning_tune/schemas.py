@@ -27,21 +27,24 @@ class Valid:
 
 def between(low: Optional[float] = None, high: Optional[float] = None, *, open_low: bool = False,
             open_high: bool = False, integer: bool = False) -> Valid:  # fmt: skip
-    """Numbers from `low` to `high` (either end may be open or absent); `integer` for int settings."""
+    """Finite numbers from `low` to `high` (either end may be open or absent); `integer` for int settings."""
 
     def test(value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         above = low is None or (value > low if open_low else value >= low)
         below = high is None or (value < high if open_high else value <= high)
         return above and below
 
+    def shown(bound: float) -> str:
+        return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
     if high is None:
-        text = f"{'>' if open_low else '>='} {low:g}"
+        text = f"{'>' if open_low else '>='} {shown(low)}"
     elif low is None:
-        text = f"{'<' if open_high else '<='} {high:g}"
+        text = f"{'<' if open_high else '<='} {shown(high)}"
     else:
-        text = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        text = f"in {'(' if open_low else '['}{shown(low)}, {shown(high)}{')' if open_high else ']'}"
     step = 1 if integer else 0.5
     outside = (low if open_low else low - step) if low is not None else (high if open_high else high + step)
     return Valid(test, text, int(outside) if integer else outside)
@@ -69,6 +72,7 @@ FRACTION = between(0, 1, open_high=True)  # a probability or decay that must sta
 SHARE = between(0, 1)  # [0, 1]
 OPEN_FRACTION = between(0, 1, open_low=True, open_high=True)  # (0, 1)
 DECAY = between(0, 1, open_low=True)  # a multiplier that shrinks: (0, 1]
+SEED = between(0, 2**32 - 1, integer=True)  # what numpy's seeding takes (Lightning's seed_everything seeds it)
 JOBS = Valid(
     lambda n: isinstance(n, int) and not isinstance(n, bool) and n != 0,
     "a positive int, or -1 for one per core (-2: all but one, ...)",
@@ -179,7 +183,7 @@ class DataSchema(Target):
     pin_memory: bool = MISSING
     val_fraction: float = setting(OPEN_FRACTION)
     test_fraction: float = setting(FRACTION)
-    split_seed: int = MISSING  # any int
+    split_seed: int = setting(SEED)
 
 
 @dataclass

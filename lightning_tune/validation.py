@@ -9,16 +9,44 @@ a trial's own values. Free of torch: the callback runs before the job imports it
 import dataclasses
 import difflib
 import logging
+import math
 import sys
 from typing import Any, Iterator, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from lightning_tune.console import hydra_error_line
 from lightning_tune.errors import ConfigError
-from lightning_tune.schemas import Valid
+from lightning_tune.schemas import AT_LEAST_1, POSITIVE, SEED, JoblibLauncherSchema, SlurmLauncherSchema, Valid, between
 
 log = logging.getLogger(__name__)
+
+# The settings of conf/train.yaml itself, which has no schema (users add keys of their own to it).
+TOP_LEVEL = {
+    "seed": SEED,
+    "cv.folds": Valid(lambda k: type(k) is int and k >= 2, "an int >= 2 (k-fold cross-validation), or null (none)", 1),
+    "lr_finder.min_lr": POSITIVE,
+    "lr_finder.max_lr": POSITIVE,
+    "lr_finder.num_training": AT_LEAST_1,
+    "lr_finder.early_stop_threshold": between(1, open_low=True),  # a multiple of the best loss
+}
+# (smaller, larger): settings that must keep their order; True where they may be equal.
+ORDERED = [
+    ("trainer.min_epochs", "trainer.max_epochs", True),
+    ("lr_finder.min_lr", "lr_finder.max_lr", False),
+    ("scheduler.warmup_epochs", "trainer.max_epochs", False),  # the lr would never reach its value
+]
+REQUIRED = ["data", "model", "optimizer", "trainer"]  # the groups a run cannot do without (`~model` removes one)
+LAUNCHERS = {"n_jobs": JoblibLauncherSchema, "array_parallelism": SlurmLauncherSchema}  # by a key only it has
+
+
+def problem(key: str, value: Any, valid: Valid) -> str:
+    """`key=value must be ...`; `inf` and `nan` pass no range, which their words alone would not say."""
+    finite = not isinstance(value, float) or math.isfinite(value)
+    shown = f"[{','.join(map(str, value))}]" if isinstance(value, (list, tuple)) else value  # as typed
+    return f"{key}={shown} must be {'' if finite else 'a finite number '}{valid.text}"
 
 
 def schema_fields(node: Any) -> dict[str, Valid]:
@@ -33,10 +61,10 @@ def invalid_settings(node: DictConfig, path: str = "") -> Iterator[str]:
     """`key=value must be ...` for each setting of `node` and below that is outside its valid values."""
     for name, valid in schema_fields(node).items():
         value = OmegaConf.select(node, name, throw_on_missing=False)
-        if value is not None and not valid.test(OmegaConf.to_object(value) if OmegaConf.is_config(value) else value):
-            plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            shown = f"[{','.join(map(str, plain))}]" if isinstance(plain, (list, tuple)) else plain  # as typed
-            yield f"{path}{name}={shown} must be {valid.text}"
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value)
+        if value is not None and not valid.test(value):
+            yield problem(f"{path}{name}", value, valid)
     for key in node.keys():
         child = node._get_node(key)
         if key != "hydra" and child._is_missing():  # `key=???` on the command line: nothing to train with
@@ -45,9 +73,36 @@ def invalid_settings(node: DictConfig, path: str = "") -> Iterator[str]:
             yield from invalid_settings(child, f"{path}{key}.")
 
 
+def invalid_top_level(cfg: DictConfig) -> Iterator[str]:
+    """conf/train.yaml's own settings outside their valid values."""
+    for key, valid in TOP_LEVEL.items():
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if value is not None and not valid.test(value):
+            yield problem(key, value, valid)
+
+
+def out_of_order(cfg: DictConfig) -> Iterator[str]:
+    """Settings, each valid alone, whose order is wrong (`trainer.min_epochs=5 trainer.max_epochs=2`)."""
+    for smaller, larger, equal in ORDERED:
+        low, high = OmegaConf.select(cfg, smaller), OmegaConf.select(cfg, larger)
+        numbers = isinstance(low, (int, float)) and isinstance(high, (int, float))
+        if numbers and (low > high or (low == high and not equal)):
+            yield f"{smaller}={low} must be {'<=' if equal else '<'} {larger}={high}"
+
+
+def invalid_launcher(launcher: DictConfig) -> Iterator[str]:
+    """`hydra.launcher.<key>` set directly (`hydra/launcher=joblib hydra.launcher.n_jobs=0`) out of its range."""
+    for key, schema in LAUNCHERS.items():
+        if key in launcher:
+            for field in dataclasses.fields(schema):
+                value = launcher.get(field.name)
+                if "valid" in field.metadata and value is not None and not field.metadata["valid"].test(value):
+                    yield problem(f"hydra.launcher.{field.name}", value, field.metadata["valid"])
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Raise ConfigError, on one line, for the first setting of `cfg` outside its valid values."""
-    for problem in invalid_settings(cfg):
+    for problem in [*invalid_top_level(cfg), *invalid_settings(cfg), *out_of_order(cfg)]:
         raise ConfigError(problem)
 
 
@@ -80,11 +135,24 @@ class ValidateConfig(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, sweep=True)
 
-    @staticmethod
-    def _check(config: DictConfig, sweep: bool) -> None:
-        groups = [group for group in config.hydra.runtime.choices if "/" not in group]
-        problems = [*invalid_settings(config), *misspelled_groups(config, groups)]
-        if sweep and OmegaConf.select(config, "hydra.sweeper.n_trials") is not None:  # our sweeper's settings
-            problems += invalid_settings(config.hydra.sweeper, "hydra.sweeper.")
+    @classmethod
+    def _check(cls, config: DictConfig, sweep: bool) -> None:
+        try:
+            problems = cls._problems(config, sweep)
+        except (InterpolationResolutionError, MissingMandatoryValue) as error:  # `seed=${oc.env:UNSET}`
+            problems = [hydra_error_line(error)]
         if problems:
             sys.exit(f"error: {problems[0]}")
+
+    @staticmethod
+    def _problems(config: DictConfig, sweep: bool) -> list[str]:
+        groups = [group for group in config.hydra.runtime.choices if "/" not in group]
+        problems = [f"{group} is needed: choose one with {group}=<option> (python train.py --help lists them)"
+                    for group in REQUIRED if config.get(group) is None]  # fmt: skip
+        problems += [*invalid_top_level(config), *invalid_settings(config), *out_of_order(config)]
+        problems += misspelled_groups(config, groups)
+        if sweep and OmegaConf.select(config, "hydra.sweeper.n_trials") is not None:  # our sweeper's settings
+            problems += invalid_settings(config.hydra.sweeper, "hydra.sweeper.")
+        if sweep:
+            problems += invalid_launcher(config.hydra.launcher)
+        return problems

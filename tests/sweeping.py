@@ -85,3 +85,13 @@ def run_sweep(sweep_dir: Path, *args: str, env: Optional[dict[str, str]] = None)
         command(sweep_dir, *args), cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=300
     )
     return Sweep(sweep_dir, result)
+
+
+def finished(process: subprocess.Popen, log: Path, sweep_dir: Path, timeout: float = 300) -> Sweep:
+    """The sweep that `process` runs in the background, once it has ended (killed after `timeout` s); its
+    output is in `log`."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        process.kill()
+    return Sweep(sweep_dir, subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), ""))

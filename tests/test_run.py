@@ -120,11 +120,13 @@ def test_compile_that_cannot_work_here_fails_on_one_line_before_any_file(make_cf
     assert not any(tmp_path.iterdir())
 
 
-def test_lr_find_sets_the_learning_rate(make_cfg, caplog):
+def test_lr_find_sets_the_learning_rate_without_a_progress_bar(make_cfg, caplog, capsys):
     cfg = make_cfg("lr_find=true", "+trainer.limit_train_batches=20", "trainer.max_epochs=1")
+    assert not cfg.trainer.enable_progress_bar
     caplog.set_level("INFO")
     train(cfg)
     assert "lr_find suggests lr=" in caplog.text
+    assert "Finding best initial lr" not in capsys.readouterr().err  # Lightning's range test draws one regardless
 
 
 @pytest.mark.slow

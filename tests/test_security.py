@@ -22,6 +22,7 @@ DB = f"postgresql://user:{SECRET}@127.0.0.1:1/db"  # nothing listens on port 1
         ("mysql+pymysql://me:p%40ss@host/db", "mysql+pymysql://me:***@host/db"),
         ("postgresql://user@host/db", "postgresql://user@host/db"),
         ("sqlite:////tmp/a:b@c/optuna.db", "sqlite:////tmp/a:b@c/optuna.db"),
+        (f"postgresql://user@host/db?password={SECRET}&sslmode=require", "postgresql://user@host/db?password=***&sslmode=require"),
     ],
 )
 def test_redact_masks_a_storage_password_wherever_it_appears(url, masked):

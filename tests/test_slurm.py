@@ -27,7 +27,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 from submitit.core.utils import UncompletedJobError
-from sweeping import ENV, ONLY_LR, PRUNING, TINY, Sweep, command, enqueue, run_sweep
+from sweeping import ENV, ONLY_LR, PRUNING, TINY, command, enqueue, finished, run_sweep
 
 from lightning_tune import requeue
 from lightning_tune.errors import ConfigError
@@ -366,13 +366,6 @@ def one_long_trial(partition: str, sweep_dir: Path, *args: str) -> tuple[subproc
         raise
     return process, log, job_id
 
-
-def finished(process: subprocess.Popen, log: Path, sweep_dir: Path) -> Sweep:
-    try:
-        process.wait(timeout=240)
-    finally:
-        process.kill()
-    return Sweep(sweep_dir, subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), ""))
 
 
 @pytest.mark.slurm

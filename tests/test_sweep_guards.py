@@ -14,7 +14,7 @@ from unittest.mock import Mock
 import pytest
 from conftest import ROOT
 from optuna.trial import TrialState
-from sweeping import ENV, ONLY_LR, TINY, Sweep, command, enqueue, run_sweep
+from sweeping import ENV, ONLY_LR, TINY, command, enqueue, finished, run_sweep
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.guards import LOCK, check_runs_known, driver_lock
@@ -64,13 +64,6 @@ def session_processes(session: int) -> list[int]:
 def first_epoch_done(sweep_dir: Path, number: int) -> Callable[[], bool]:
     return (sweep_dir / str(number) / "checkpoints" / "best.ckpt").is_file
 
-
-def finished(process: subprocess.Popen, log: Path, sweep_dir: Path) -> Sweep:
-    try:
-        process.wait(timeout=300)
-    finally:
-        process.kill()
-    return Sweep(sweep_dir, subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), ""))
 
 
 # --- two drivers --------------------------------------------------------------------------------
@@ -163,7 +156,7 @@ def test_a_sweep_whose_study_was_lost_refuses_and_writes_no_trial_directory_agai
     (line,) = again.result.stderr.strip().splitlines()
     assert line.startswith(f"error: {sweep.dir} holds the runs of 2 trial(s) (0, 1; 2 finished)"), line
     assert "optuna.db" in line and "hydra.sweep.dir" in line
-    assert snapshot(sweep.dir) == before
+    assert snapshot(sweep.dir) == before and not (sweep.dir / "optuna.db").exists(), "a new, empty database"
 
 
 @pytest.mark.slow

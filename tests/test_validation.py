@@ -24,10 +24,9 @@ from omegaconf import OmegaConf
 from lightning_tune.errors import ConfigError
 from lightning_tune.schemas import SCHEMAS, register_schemas
 from lightning_tune.sweeping.config import PRUNERS, TuningSweeperConf
-from lightning_tune.validation import check_settings, invalid_settings
+from lightning_tune.validation import ORDERED, TOP_LEVEL, check_settings, invalid_settings
 
 NUMBERS = (int, float)
-ANY_VALUE = {("data", "split_seed")}  # any int seeds the split
 
 
 def numeric(annotation: Any) -> bool:
@@ -65,7 +64,7 @@ def composed(*overrides: str) -> Any:
 
 @pytest.mark.parametrize("group, option, field", group_fields(), ids=lambda x: getattr(x, "name", x))
 def test_every_numeric_field_of_every_schema_has_its_valid_values(group, option, field):
-    if numeric(field.type) and (group, field.name) not in ANY_VALUE:
+    if numeric(field.type):
         assert "valid" in field.metadata, f"{group}.{field.name} ({option}) has no valid values: give it a setting(...)"
 
 
@@ -93,6 +92,29 @@ def test_a_value_outside_a_settings_valid_values_is_one_line_naming_it(group, op
     with pytest.raises(ConfigError) as error:
         check_settings(cfg)
     assert re.fullmatch(rf"{re.escape(key)}=\S+ must be {re.escape(valid.text)}", str(error.value)), error.value
+
+
+@pytest.mark.parametrize("key", TOP_LEVEL)
+def test_a_top_level_setting_outside_its_valid_values_is_one_line_naming_it(key):
+    valid = TOP_LEVEL[key]
+    shipped = composed("lr_find=true", "cv.folds=3")
+    check_settings(shipped)
+    cfg = copy.deepcopy(shipped)
+    OmegaConf.update(cfg, key, valid.outside)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=\S+ must be {re.escape(valid.text)}$"):
+        check_settings(cfg)
+
+
+@pytest.mark.parametrize("smaller, larger, equal", ORDERED, ids=[f"{s}<{l}" for s, l, _ in ORDERED])
+def test_settings_whose_order_matters_are_refused_out_of_order(smaller, larger, equal):
+    cfg = copy.deepcopy(composed("lr_find=true", "scheduler=cosine"))
+    OmegaConf.update(cfg, larger, 2)
+    OmegaConf.update(cfg, smaller, 2)
+    if equal:
+        check_settings(cfg)
+        OmegaConf.update(cfg, smaller, 3)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(smaller)}=\d+ must be <=? {re.escape(larger)}=2$"):
+        check_settings(cfg)
 
 
 SWEEPER_VALIDATED = [(p, f) for p, f in SWEEPER_FIELDS if "valid" in f.metadata]
@@ -140,11 +162,22 @@ REFUSED = [
     ("optimizer.lr=???", "error: optimizer.lr=??? must be given a value"),
     ("seed=${oc.env:LT_UNSET}", "error: seed: KeyError raised while resolving interpolation: \"Environment variable "
                                 "'LT_UNSET' not found\""),
+    # found by a new user's try of the fixes above
+    ("seed=-1", "error: seed=-1 must be in [0, 4294967295]"),
+    ("-m hparams_search=tpe seed=-1", "error: seed=-1 must be in [0, 4294967295]"),
+    ("data.split_seed=-5", "error: data.split_seed=-5 must be in [0, 4294967295]"),
+    ("optimizer.lr=inf", "error: optimizer.lr=inf must be a finite number > 0"),
+    ("~model", "error: model is needed: choose one with model=<option>"),
+    ("lr_find=true lr_finder.min_lr=1 lr_finder.max_lr=0.1", "error: lr_finder.min_lr=1 must be < lr_finder.max_lr=0.1"),
+    ("-m hparams_search=tpe cv.folds=1", "error: cv.folds=1 must be an int >= 2"),
+    ("-m hparams_search=tpe hydra/launcher=joblib hydra.launcher.n_jobs=0", "error: hydra.launcher.n_jobs=0 must be a "),
+    ("-m hparams_search=tpe optimizer.lr=tag(lgo,interval(0.001,0.1))", "error: optimizer.lr=tag(lgo,interval(0.001,0.1)):"
+                                                                         " unknown tag 'lgo'"),
 ]
 
 
 # refused before Hydra's directory, by the schemas, by Hydra's composition; after it, by the run
-QUICK = {"trainer.max_epochs=0", "trainer.max_epochs=1.5", "optimizer=adamx", "model=resnet model.depth=6"}
+QUICK = {"trainer.max_epochs=0", "trainer.max_epochs=1.5", "optimizer=adamx", "model=resnet model.depth=6", "seed=-1"}
 
 
 @pytest.mark.parametrize(
@@ -183,9 +216,12 @@ def test_a_sweeps_fixed_values_are_read_as_hydra_reads_them():
         check_values(SearchSpace({}, {"trainer.max_epochs": "0"}), choices, lambda g, o: base)
 
 
-@pytest.mark.parametrize("after_s", [pytest.param(0.5, marks=pytest.mark.slow), 1.0, pytest.param(2.0, marks=pytest.mark.slow)])
+AFTER_S = [pytest.param(s, marks=[] if s == 1.0 else [pytest.mark.slow]) for s in (0.1, 0.5, 1.0, 2.0)]
+
+
+@pytest.mark.parametrize("after_s", AFTER_S)
 def test_ctrl_c_while_the_run_starts_is_one_line(tmp_path, after_s):
-    """Interrupted halfway through Hydra's start-up or torch's import, the libraries failed with 28 to 100
+    """Interrupted halfway through importing Hydra, its start-up or torch's import, the libraries failed with 28 to 100
     lines of AttributeError or RecursionError; the start-up (about 3 s) now takes Ctrl-C once it is done."""
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py")], cwd=tmp_path, env=env,
@@ -197,3 +233,29 @@ def test_ctrl_c_while_the_run_starts_is_one_line(tmp_path, after_s):
     finally:
         process.kill()
     assert (process.returncode, stderr) == (1, "interrupted\n")
+
+
+@pytest.mark.slow
+def test_hydras_own_multirun_stops_at_a_bad_job_on_one_line_keeping_the_jobs_before_it(tmp_path):
+    result = train_py(tmp_path, "-m", "optimizer.lr=0.01,-1", "trainer.max_epochs=1", "+trainer.limit_train_batches=2")
+    assert result.returncode == 1 and result.stderr == "error: optimizer.lr=-1.0 must be > 0\n", result.stderr[-2000:]
+    [sweep_dir] = (tmp_path / "multirun").glob("*/*")
+    assert (sweep_dir / "0" / "metrics.json").is_file() and not (sweep_dir / "1").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_is_one_line(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "logger=csv"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("outputs/**/metrics.csv")):  # Lightning's CSV logger writes it as epoch 1 ends
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, stderr) == (1, "interrupted\n")
+    assert "KeyboardInterrupt" not in stdout

@@ -48,6 +48,10 @@ def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribu
     fixed: dict[str, Any] = {}
     for override in OverridesParser.create().parse_overrides(list(arguments)):
         name = override.get_key_element()
+        tags = set(getattr(override.value(), "tags", None) or ())
+        if override.is_interval_sweep() and tags - {"log"}:  # the sweeper reads `log` and ignores any other tag
+            raise ConfigError(f"{override.input_line}: unknown tag {sorted(tags - {'log'})[0]!r}; an interval takes "
+                              f"tag(log, interval(low, high)) for a log scale, or no tag")  # fmt: skip
         try:
             value = create_optuna_distribution_from_override(override)
         except ValueError as error:  # Optuna's word on an empty or reversed range, a log range from 0, ...
@@ -154,12 +158,16 @@ def fit_to_groups(
 
     `base_choices` are the sweep's own group choices ({"model": "cnn", ...}); `option_config(group, option)`
     is the sweep's config with that option, or Hydra's reason why it does not compose. What the command line
-    itself sweeps (`typed`) is kept: a param no option has raises ConfigError, an option that does not compose
-    fails its trials with Hydra's reason.
+    itself sweeps (`typed`) is kept: a param no option has, or an option that does not exist, raises
+    ConfigError; an option that does not compose with the rest fails its trials with Hydra's reason.
     """
     distributions, fixed = dict(space.distributions), dict(space.fixed)
     notes: list[str] = []
     for group, distribution in space.distributions.items():
+        if group in base_choices and group in typed and isinstance(distribution, CategoricalDistribution):
+            for option in distribution.choices:  # a typed option that no file or schema has: a typo, refused
+                if isinstance(reason := option_config(group, option), str) and "Could not find" in reason:
+                    raise ConfigError(f"the sweep of {group} has {group}={option}: {reason}")
         if group in base_choices and group not in typed and isinstance(distribution, CategoricalDistribution):
             failing = {o: r for o in distribution.choices if isinstance(r := option_config(group, o), str)}
             if failing and len(failing) < len(distribution.choices):

@@ -26,11 +26,12 @@ PRUNER_ATTR = "pruner"  # study user attr: the pruner's config, so every trial p
 STORAGE_ENV = "LIGHTNING_TUNE_STORAGE"  # the study's storage URL, for the trials' processes
 # `scheme://user:PASSWORD@host/...`: the password ends at the first `@`, as SQLAlchemy reads it
 PASSWORD = re.compile(r"^[\w+.-]+://[^:/@]*:(?P<password>[^@]*)@")
+QUERY_PASSWORD = re.compile(r"[?&]password=(?P<password>[^&]*)")  # `...?password=PASSWORD`, which drivers take too
 
 
 def url_password(url: str) -> Optional[str]:
     """The password written into a storage URL, or None."""
-    match = PASSWORD.match(url)
+    match = PASSWORD.match(url) or QUERY_PASSWORD.search(url)
     return match["password"] if match and match["password"] else None
 
 

@@ -206,9 +206,13 @@ class TuningSweeper(Sweeper):
     def _open_study(self, directions: list[str], sampler: Any) -> optuna.Study:
         """The study, created or resumed; refused when the sweep directory holds runs that it does not know."""
         url, shown = self.storage_url, redact(self.storage_url, self.storage_url)
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///file:"):  # not SQLite's URI form
+            database = Path(url[len("sqlite:///") :])
+            if not database.exists():  # opening it would create it: refuse first, leaving no empty database behind
+                check_runs_known(self.sweep_dir, [], shown)
         try:
-            if url.startswith("sqlite:///"):
-                Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            if url.startswith("sqlite:///") and not url.startswith("sqlite:///file:"):
+                database.parent.mkdir(parents=True, exist_ok=True)
             storage = open_storage(url)
             try:
                 trials = storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)
@@ -264,7 +268,8 @@ class TuningSweeper(Sweeper):
             path = Path(self.warm_start)
             path = path / "best.yaml" if path.is_dir() else path
             if not path.is_file():
-                raise ConfigError(f"hydra.sweeper.warm_start={self.warm_start!r}: no best.yaml there")
+                shown = redact(self.warm_start, self.warm_start)  # a database URL given by mistake
+                raise ConfigError(f"hydra.sweeper.warm_start={shown!r}: no best.yaml there")
             results = path.parent / "optimization_results.yaml"
             if results.is_file() and "best_params" in (saved := OmegaConf.load(results)):
                 best = dict(saved.best_params)
