@@ -1,8 +1,10 @@
 """One sweep per sweep directory; no run written over; joblib workers that end with their sweep; each
 parallel trial's own duration. Real sweeps as a user starts them, and the guards' parts on their own."""
 
+import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -175,6 +177,27 @@ def test_a_storage_that_refuses_writes_ends_the_sweep_in_one_line_and_changes_no
         f"readonly database): make it writable (a read-only file, a full disk) and run the command again; it resumes"
     )
     assert snapshot(sweep.dir) == before and (sweep.dir / "optuna.db").read_bytes() == database
+
+
+FIXTURE_2_10 = Path(__file__).parent / "fixtures" / "sweep-optuna-2.10.1"  # its MADE_BY.md has the command
+
+
+@pytest.mark.slow
+def test_a_sweep_made_by_optuna_2_10_resumes_on_an_upgraded_database_keeping_the_old_file(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(FIXTURE_2_10, sweep_dir)
+    old = (sweep_dir / "optuna.db").read_bytes()
+    before = [(row["number"], row["state"], row["value"]) for row in csv.DictReader((sweep_dir / "trials.csv").open())]
+    args = ["hparams_search=tpe", "hydra/sweeper/pruner=median", "trainer.max_epochs=2", "+trainer.limit_train_batches=4",
+            "logger=none"]  # fmt: skip
+    sweep = run_sweep(sweep_dir, *args, "hydra.sweeper.n_trials=4").ok()
+    [backup] = sweep_dir.glob("optuna.db.schema-*.bak")
+    assert backup.read_bytes() == old and "Upgraded " in sweep.output
+    trials = sweep.trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3] and trials[3].state == TrialState.COMPLETE
+    assert [(str(t.number), t.state.name, f"{t.value}") for t in trials[:3]] == [
+        (number, state, f"{float(value)}") for number, state, value in before
+    ]
 
 
 # --- joblib workers end with their sweep ----------------------------------------------------------

@@ -9,7 +9,10 @@ workers, and SLURM jobs (sbatch passes the submitting environment on).
 """
 
 import functools
+import logging
 import re
+import shutil
+from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import unquote
 
@@ -17,7 +20,10 @@ import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lightning_tune.errors import ConfigError
 from lightning_tune.trust import trusted
+
+log = logging.getLogger(__name__)
 
 GRID_SAMPLER = "optuna.samplers.GridSampler"
 # the targets of `hydra/sweeper/sampler` and `hydra/sweeper/pruner`: Optuna's, and the Optuna sweeper's NSGA factories
@@ -60,6 +66,26 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)
+
+
+def upgrade_schema(url: str, database: Optional[Path]) -> None:
+    """Bring a study written by an older Optuna (every sweep of this project before Optuna 5: 2.10's schema) to
+    this Optuna's schema, by Optuna's own migrations (`optuna storage upgrade`). A SQLite file of the sweep's
+    (`database`) is upgraded in place, a copy of it kept beside it first; another database is refused with the
+    exact command, as other programs may share it. Raises ConfigError then."""
+    storage = optuna.storages.RDBStorage(url, skip_compatibility_check=True)
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current == head:
+        return
+    if database is None:
+        raise ConfigError(redact(
+            f"hydra.sweeper.storage={url!r} holds studies of an older Optuna (schema {current}, this one needs {head}): "
+            f"upgrade it with `optuna storage upgrade --storage '{url}'`, then run this command again", url
+        ))  # fmt: skip
+    backup = database.with_name(f"{database.name}.schema-{current}.bak")
+    shutil.copy2(database, backup)
+    storage.upgrade()
+    log.info("Upgraded %s from Optuna's schema %s to %s; the old file is kept as %s", database, current, head, backup)
 
 
 def build_sampler(cfg: DictConfig, **kwargs: Any) -> optuna.samplers.BaseSampler:

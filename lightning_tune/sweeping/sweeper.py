@@ -48,6 +48,7 @@ from lightning_tune.sweeping.study import (
     derive_seed,
     open_storage,
     redact,
+    upgrade_schema,
     url_password,
 )
 
@@ -206,18 +207,22 @@ class TuningSweeper(Sweeper):
     def _open_study(self, directions: list[str], sampler: Any) -> optuna.Study:
         """The study, created or resumed; refused when the sweep directory holds runs that it does not know."""
         url, shown = self.storage_url, redact(self.storage_url, self.storage_url)
+        database = None
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///file:"):  # not SQLite's URI form
             database = Path(url[len("sqlite:///") :])
             if not database.exists():  # opening it would create it: refuse first, leaving no empty database behind
                 check_runs_known(self.sweep_dir, [], shown)
         try:
-            if url.startswith("sqlite:///") and not url.startswith("sqlite:///file:"):
+            if database is not None:
                 database.parent.mkdir(parents=True, exist_ok=True)
+            upgrade_schema(url, database if database is not None and database.exists() else None)
             storage = open_storage(url)
             try:
                 trials = storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)
             except KeyError:  # a new study
                 trials = []
+        except ConfigError:
+            raise
         except Exception as error:  # a URL that cannot be opened fails here, before any trial runs
             reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
             raise ConfigError(redact(f"hydra.sweeper.storage={shown!r} cannot be opened: {reason}", url)) from None
