@@ -4,6 +4,7 @@ parallel trial's own duration. Real sweeps as a user starts them, and the guards
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -198,6 +199,17 @@ def test_a_sweep_made_by_optuna_2_10_resumes_on_an_upgraded_database_keeping_the
     assert [(str(t.number), t.state.name, f"{t.value}") for t in trials[:3]] == [
         (number, state, f"{float(value)}") for number, state, value in before
     ]
+
+
+def test_an_old_study_outside_the_sweep_directory_is_refused_with_the_exact_upgrade_command(tmp_path):
+    from lightning_tune.sweeping.study import upgrade_schema
+
+    shutil.copy(FIXTURE_2_10 / "optuna.db", tmp_path / "shared.db")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with pytest.raises(ConfigError, match=rf"holds studies of an older Optuna \(schema v2\.6\.0\.a, .*upgrade it with "
+                                          rf"`optuna storage upgrade --storage '{re.escape(url)}'`"):  # fmt: skip
+        upgrade_schema(url, None)
+    assert (tmp_path / "shared.db").read_bytes() == (FIXTURE_2_10 / "optuna.db").read_bytes()
 
 
 # --- joblib workers end with their sweep ----------------------------------------------------------
