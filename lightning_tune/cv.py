@@ -26,11 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def cv_folds(cfg: DictConfig) -> Optional[int]:
-    """`cv.folds`: None (no cross-validation) or the number of folds, at least 2."""
-    folds = (cfg.get("cv") or {}).get("folds")
-    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
-        raise ConfigError(f"cv.folds={folds!r} is not valid; use an int >= 2 (k-fold cross-validation) or null (none)")
-    return folds
+    """`cv.folds`: None (no cross-validation) or the number of folds, which `check_settings` has checked."""
+    return (cfg.get("cv") or {}).get("folds")
 
 
 def fold_dir(output_dir: Path, index: int) -> Path:

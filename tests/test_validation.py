@@ -171,6 +171,7 @@ REFUSED = [
     ("lr_find=true lr_finder.min_lr=1 lr_finder.max_lr=0.1", "error: lr_finder.min_lr=1 must be < lr_finder.max_lr=0.1"),
     ("-m hparams_search=tpe cv.folds=1", "error: cv.folds=1 must be an int >= 2"),
     ("-m hparams_search=tpe hydra/launcher=joblib hydra.launcher.n_jobs=0", "error: hydra.launcher.n_jobs=0 must be a "),
+    ("-m hparams_search=grid optimizer=choice(adam,foo)", "error: the sweep of optimizer has optimizer=foo: "),
     ("-m hparams_search=tpe optimizer.lr=tag(lgo,interval(0.001,0.1))", "error: optimizer.lr=tag(lgo,interval(0.001,0.1)):"
                                                                          " unknown tag 'lgo'"),
 ]
