@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig
 
-from lightning_tune.errors import ConfigError
 from lightning_tune.metrics import OptimizedMetric
 from lightning_tune.reporting import Results, format_table, write_metrics
 from lightning_tune.requeue import armed
