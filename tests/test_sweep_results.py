@@ -1,7 +1,6 @@
 """A sweep's results and report, from real Optuna studies in SQLite with hand-made trials."""
 
 import csv
-import json
 import math
 import subprocess
 import sys
