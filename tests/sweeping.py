@@ -11,6 +11,8 @@ from typing import Optional
 
 import optuna
 from conftest import ROOT
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
 STUDY = "lightning-tune"  # the presets' hydra.sweeper.study_name
@@ -39,6 +41,8 @@ def enqueue(*trials: dict[str, str]) -> str:
 
 # Two good trials first, then two bad ones: with 2 startup trials the bad ones are pruned at epoch 1.
 GOOD_THEN_BAD = enqueue(*({"optimizer.lr": lr} for lr in ("0.003", "0.003", "1e-06", "1e-06")))
+# Optuna's journal file storage, in the sweep directory, instead of its SQLite optuna.db
+JOURNAL = "hydra.sweeper.storage=journal:optuna.journal"
 PRUNING = ["hparams_search=random", *ONLY_LR, GOOD_THEN_BAD, "trainer.max_epochs=3", "hydra.sweeper.n_trials=4"]
 
 # Sweeps share the two cores: one torch thread each keeps them from fighting over them.
@@ -60,7 +64,17 @@ class Sweep:
         return self.result.stdout + self.result.stderr
 
     def study(self) -> optuna.Study:
+        """The study in the sweep directory's `optuna.journal` (JOURNAL's sweeps) or `optuna.db`, read through
+        Optuna's own storage classes."""
+        journal = self.dir / "optuna.journal"
+        if journal.exists():
+            storage = JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal))))
+            return optuna.load_study(study_name=STUDY, storage=storage)
         return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{self.dir / 'optuna.db'}")
+
+    def storage_files(self) -> set[str]:
+        """The names of the study's files in the sweep directory: `optuna.db`, or `optuna.journal`."""
+        return {path.name for path in self.dir.iterdir() if path.name.startswith("optuna.")}
 
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
         trials = sorted(self.study().get_trials(deepcopy=False), key=lambda trial: trial.number)

@@ -27,7 +27,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 from submitit.core.utils import UncompletedJobError
-from sweeping import ENV, ONLY_LR, PRUNING, TINY, command, enqueue, finished, run_sweep
+from sweeping import ENV, JOURNAL, ONLY_LR, PRUNING, TINY, command, enqueue, finished, run_sweep
 
 from lightning_tune import requeue
 from lightning_tune.errors import ConfigError
@@ -300,11 +300,13 @@ def test_a_trial_failing_inside_its_job_is_failed_not_complete(partition, tmp_pa
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_pruning_works_across_slurm_jobs(partition, tmp_path):
+@pytest.mark.parametrize("storage", [[], [JOURNAL]], ids=["sqlite", "journal"])
+def test_pruning_works_across_slurm_jobs(partition, tmp_path, storage):
     sweep = run_sweep(
         tmp_path / "sweep",
-        *on_slurm(partition, *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2"),
+        *on_slurm(partition, *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2", *storage),
     ).ok()
+    assert sweep.storage_files() == ({"optuna.journal"} if storage else {"optuna.db"})
     trials = sweep.trials()
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
     assert all(max(trial.intermediate_values) < 2 for trial in trials[2:])  # stopped inside their jobs
@@ -383,15 +385,17 @@ def test_a_trial_whose_job_slurm_cancels_fails_with_the_jobs_state(partition, tm
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_ctrl_c_cancels_the_jobs_and_the_same_command_resumes_the_sweep(partition, tmp_path):
+@pytest.mark.parametrize("storage", [[], [JOURNAL]], ids=["sqlite", "journal"])
+def test_ctrl_c_cancels_the_jobs_and_the_same_command_resumes_the_sweep(partition, tmp_path, storage):
     sweep_dir = tmp_path / "sweep"
-    process, log, job_id = one_long_trial(partition, sweep_dir)
+    process, log, job_id = one_long_trial(partition, sweep_dir, *storage)
     process.send_signal(signal.SIGINT)
     interrupted = finished(process, log, sweep_dir)
     assert interrupted.result.returncode != 0 and f"cancelled SLURM jobs {job_id}" in interrupted.output
     wait_for(lambda: not job_state(job_id), "cancellation", log, timeout=60)
 
-    resumed = run_sweep(sweep_dir, *on_slurm(partition, *LONG_TRIAL)).ok()
+    resumed = run_sweep(sweep_dir, *on_slurm(partition, *LONG_TRIAL, *storage)).ok()
+    assert resumed.storage_files() == ({"optuna.journal"} if storage else {"optuna.db"})
     first, retried = resumed.trials()
     assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
     assert retried.state == TrialState.COMPLETE and retried.params == first.params  # the same configuration again

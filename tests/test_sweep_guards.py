@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from unittest.mock import Mock
 import pytest
 from conftest import ROOT
 from optuna.trial import TrialState
-from sweeping import ENV, ONLY_LR, TINY, command, enqueue, finished, run_sweep
+from sweeping import ENV, JOURNAL, ONLY_LR, TINY, command, enqueue, finished, run_sweep
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.guards import LOCK, check_runs_known, driver_lock
@@ -147,18 +148,56 @@ def snapshot(sweep_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.slow
-def test_a_sweep_whose_study_was_lost_refuses_and_writes_no_trial_directory_again(tmp_path):
-    args = ["hparams_search=random", *TINY, "logger=tensorboard", "hydra.sweeper.n_trials=2"]
+@pytest.mark.parametrize("storage", [[], [JOURNAL]], ids=["sqlite", "journal"])
+def test_a_sweep_whose_study_was_lost_refuses_and_writes_no_trial_directory_again(tmp_path, storage):
+    args = ["hparams_search=random", *TINY, "logger=tensorboard", "hydra.sweeper.n_trials=2", *storage]
     sweep = run_sweep(tmp_path / "sweep", *args).ok()
     before = snapshot(sweep.dir)
     assert {"0/metrics.json", "1/metrics.json"} <= set(before)
-    (sweep.dir / "optuna.db").unlink()
+    (study_file,) = sweep.storage_files()
+    (sweep.dir / study_file).unlink()
     again = run_sweep(sweep.dir, *args)
     assert again.result.returncode != 0
     (line,) = again.result.stderr.strip().splitlines()
     assert line.startswith(f"error: {sweep.dir} holds the runs of 2 trial(s) (0, 1; 2 finished)"), line
-    assert "optuna.db" in line and "hydra.sweep.dir" in line
-    assert snapshot(sweep.dir) == before and not (sweep.dir / "optuna.db").exists(), "a new, empty database"
+    assert study_file in line and "hydra.sweep.dir" in line
+    assert snapshot(sweep.dir) == before and not sweep.storage_files(), "a new, empty study file"
+
+
+@pytest.mark.slow
+def test_a_journal_that_is_not_optunas_or_refuses_writes_ends_the_sweep_in_one_line_and_changes_nothing(tmp_path):
+    """A file of something else where the journal should be; then a full disk, as a file size limit makes it
+    (RLIMIT_FSIZE: Python ignores SIGXFSZ, so a write past it fails with EFBIG)."""
+    args = ["hparams_search=random", *TINY, JOURNAL]
+    sweep = run_sweep(tmp_path / "sweep", *args, "hydra.sweeper.n_trials=1").ok()
+    journal = sweep.dir / "optuna.journal"
+    before, records = snapshot(sweep.dir), journal.read_bytes()
+
+    journal.write_bytes(records + b"{not json\n")
+    bad_line = records.count(b"\n") + 1
+    again = run_sweep(sweep.dir, *args, "hydra.sweeper.n_trials=2")
+    (line,) = again.result.stderr.strip().splitlines()
+    assert line == (
+        f"error: hydra.sweeper.storage='journal:{journal}': line {bad_line} of {journal} is not an Optuna journal "
+        f"record (another file, or a write cut short by a full disk): restore the journal, or give the sweep "
+        f"another hydra.sweep.dir"
+    )
+    assert journal.read_bytes() == records + b"{not json\n" and snapshot(sweep.dir) == before
+
+    journal.write_bytes(records)
+    limit = len(records)  # bytes: no file may grow past the journal's size
+    full = subprocess.run(
+        command(sweep.dir, *args, "hydra.sweeper.n_trials=2"), cwd=ROOT, env=ENV, capture_output=True, text=True,
+        timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )  # fmt: skip
+    (line,) = full.stderr.strip().splitlines()
+    assert line == (
+        f"error: hydra.sweeper.storage='journal:{journal}' refused a write ([Errno 27] File too large): make it "
+        f"writable (a read-only file, a full disk) and run the command again; it resumes"
+    )
+    assert journal.read_bytes() == records and snapshot(sweep.dir) == before
+    resumed = run_sweep(sweep.dir, *args, "hydra.sweeper.n_trials=2").ok()  # once there is room: it resumes
+    assert [trial.state for trial in resumed.trials()] == [TrialState.COMPLETE] * 2
 
 
 @pytest.mark.slow

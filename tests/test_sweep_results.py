@@ -15,6 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from matplotlib import pyplot
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState, create_trial
 
 import lightning_tune.sweeping
@@ -288,12 +290,43 @@ def test_report_script_regenerates_everything_from_the_database(single: tuple[op
     assert len(read_csv(sweep / "trials.csv")) == 7
 
 
+def test_report_script_reads_a_sweeps_journal_file(single: tuple[optuna.Study, Path]) -> None:
+    """A sweep run with `hydra.sweeper.storage=journal:optuna.journal` has no optuna.db: the script finds the
+    journal by itself, or takes it as the sweep did."""
+    study, sweep = single
+    journal = str(sweep / "optuna.journal")
+    optuna.copy_study(from_study_name=study.study_name, from_storage=f"sqlite:///{sweep / 'optuna.db'}",
+                      to_storage=JournalStorage(JournalFileBackend(journal, lock_obj=JournalFileOpenLock(journal))))  # fmt: skip
+    (sweep / "optuna.db").unlink()
+    for args in ([], ["--storage", "journal:optuna.journal"], ["--storage", f"journal:{journal}"]):
+        (sweep / "trials.csv").unlink(missing_ok=True)
+        done = report_script(str(sweep), *args)
+        assert done.returncode == 0, done.stderr
+        rows = read_csv(sweep / "trials.csv")
+        assert [(row["number"], row["state"]) for row in rows][:6] == [
+            ("0", "COMPLETE"), ("1", "COMPLETE"), ("2", "COMPLETE"), ("3", "PRUNED"), ("4", "FAIL"), ("5", "COMPLETE")
+        ]
+    assert "| 2 | 0.95 |" in (sweep / "report.md").read_text()
+
+
 def test_report_script_rejects_bad_inputs(tmp_path: Path) -> None:
     done = report_script(str(tmp_path / "nowhere"))
     assert (done.returncode, done.stderr) == (2, f"error: sweep_dir {tmp_path / 'nowhere'}: no such directory\n")
     done = report_script(str(tmp_path))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
-    assert done.stderr.startswith("error: --storage: no optuna.db in")
+    assert done.stderr.startswith(f"error: --storage: {tmp_path} holds no optuna.db or optuna.journal")
+    (tmp_path / "optuna.journal").write_text("not a journal\n")
+    done = report_script(str(tmp_path))
+    assert done.returncode == 2 and done.stderr == (
+        f"error: --storage journal:{tmp_path / 'optuna.journal'}: line 1 of {tmp_path / 'optuna.journal'} is not an "
+        f"Optuna journal record (another file, or a write cut short by a full disk): restore the journal, or give "
+        f"the sweep another hydra.sweep.dir\n"
+    )
+    assert (tmp_path / "optuna.journal").read_text() == "not a journal\n" and not (tmp_path / "report.md").exists()
+    (tmp_path / "optuna.journal").unlink()
+    done = report_script(str(tmp_path), "--storage", "journal:nowhere.journal")
+    assert (done.returncode, done.stderr) == (2, "error: --storage journal:nowhere.journal: no such journal file\n")
+    assert not (tmp_path / "nowhere.journal").exists()
 
     new_study(tmp_path, ["val/acc"], ["maximize"], name="first")
     new_study(tmp_path, ["val/acc"], ["maximize"], name="second")

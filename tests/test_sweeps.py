@@ -36,7 +36,7 @@ from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.sweeping.space import SearchSpace, flatten_params, grid_choices, parse_search_space
 from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, assign_gpus, trial_outcome
 from lightning_tune.sweeping.study import derive_seed
-from sweeping import ENV, ONLY_LR, PRUNING, STUDY, TINY, Sweep, command, enqueue, run_sweep
+from sweeping import ENV, JOURNAL, ONLY_LR, PRUNING, STUDY, TINY, Sweep, command, enqueue, run_sweep
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -116,10 +116,13 @@ def resume_after_kill(tmp: Path, args: list[str]) -> tuple[str, dict[str, str], 
     return killed, before, run_sweep(sweep_dir, *args)
 
 
-def random_resume(tmp: Path, done: dict) -> tuple[str, dict[str, str], Sweep, Sweep]:
-    args = ["hparams_search=random", *TINY, "trainer.max_epochs=2", "hydra.sweeper.n_trials=4"]
-    killed, before, rerun = resume_after_kill(tmp, args)
-    return killed, before, rerun, run_sweep(rerun.dir, *args)  # and once more: a finished study runs nothing
+def random_resume(*storage: str) -> Callable[[Path, dict], tuple[str, dict[str, str], Sweep, Sweep]]:
+    def run(tmp: Path, done: dict) -> tuple[str, dict[str, str], Sweep, Sweep]:
+        args = ["hparams_search=random", *TINY, "trainer.max_epochs=2", "hydra.sweeper.n_trials=4", *storage]
+        killed, before, rerun = resume_after_kill(tmp, args)
+        return killed, before, rerun, run_sweep(rerun.dir, *args)  # and once more: a finished study runs nothing
+
+    return run
 
 
 def grid_resume(tmp: Path, done: dict) -> tuple[str, dict[str, str], Sweep]:
@@ -158,13 +161,20 @@ class Job:
 
 # Longest first: two workers finish sooner that way. A job comes after the jobs it needs.
 JOBS: dict[str, Job] = {
-    "random_resume": Job(random_resume),
+    "random_resume": Job(random_resume()),
+    "random_resume_journal": Job(random_resume(JOURNAL)),
     "prune_asha_joblib": Job(sweep_job(
         *PRUNING, "hydra/sweeper/pruner=asha", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    )),  # fmt: skip
+    "prune_asha_joblib_journal": Job(sweep_job(
+        *PRUNING, "hydra/sweeper/pruner=asha", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", JOURNAL,
     )),  # fmt: skip
     "grid_resume": Job(grid_resume),
     "grid": Job(sweep_job(*GRID, *TINY)),
     "prune_median": Job(sweep_job(*PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2")),
+    "prune_median_journal": Job(sweep_job(
+        *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2", JOURNAL,
+    )),  # fmt: skip
     "tpe": Job(sweep_job("hparams_search=tpe", *TINY, "hydra.sweeper.n_trials=3")),
     "cmaes": Job(sweep_job("hparams_search=cmaes", *TINY, "hydra.sweeper.n_trials=3")),
     "nsga2": Job(sweep_job("hparams_search=nsga2", *TINY, "hydra.sweeper.n_trials=4")),
@@ -196,6 +206,8 @@ BAD_SWEEPS = {
     "grid_interval": ("hparams_search=grid optimizer.lr=interval(0.001,0.1)", "optimizer.lr"),
     "n_trials_0": ("hparams_search=tpe hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0"),
     "storage_path": ("hparams_search=tpe hydra.sweeper.storage=sqlite:///{tmp}/file/x.db", "hydra.sweeper.storage"),
+    "journal_path": ("hparams_search=tpe hydra.sweeper.storage=journal:{tmp}/file/x.journal", "hydra.sweeper.storage"),
+    "journal_no_file": ("hparams_search=tpe hydra.sweeper.storage=journal:", "hydra.sweeper.storage='journal:' names no file"),
     "sampler_foo": ("hparams_search=tpe hydra/sweeper/sampler=foo", "hydra/sweeper/sampler"),  # Hydra's own errors
     "pruner_foo": ("hparams_search=tpe hydra/sweeper/pruner=foo", "hydra/sweeper/pruner"),
     "off_grid": (
@@ -392,10 +404,12 @@ def test_nsga2_records_two_values_per_trial_and_the_pareto_front(sweep):
 
 # --- resuming ---------------------------------------------------------------------------------
 @pytest.mark.slow
-@uses("random_resume")
-def test_a_killed_sweep_resumes_retrying_the_interrupted_trial(sweep):
+@uses("random_resume", "random_resume_journal")
+def test_a_killed_sweep_resumes_retrying_the_interrupted_trial(sweep, request):
     killed_log, before, rerun, again = sweep
     rerun.ok()
+    journal = request.node.callspec.params["sweep"].endswith("_journal")
+    assert rerun.storage_files() == ({"optuna.journal"} if journal else {"optuna.db"})
     trials = rerun.trials()
     interrupted = [trial for trial in trials if trial.user_attrs.get(INTERRUPTED)]
     assert [trial.number for trial in interrupted] == [2], killed_log[-2000:]
@@ -488,9 +502,11 @@ def test_a_typed_option_that_does_not_exist_is_refused_before_any_trial(sweep):
 
 
 @pytest.mark.slow
-@uses("prune_median", "prune_asha_joblib")
-def test_pruned_trials_are_recorded_in_the_study_and_trials_csv(sweep):
+@uses("prune_median", "prune_asha_joblib", "prune_median_journal", "prune_asha_joblib_journal")
+def test_pruned_trials_are_recorded_in_the_study_and_trials_csv(sweep, request):
     trials = sweep.ok().trials()
+    journal = request.node.callspec.params["sweep"].endswith("_journal")
+    assert sweep.storage_files() == ({"optuna.journal"} if journal else {"optuna.db"})
     assert len(trials) == 4
     assert [trial.params["optimizer.lr"] for trial in trials] == [0.003, 0.003, 1e-06, 1e-06]  # as enqueued
     assert [trial.state for trial in trials[2:]] == [TrialState.PRUNED] * 2

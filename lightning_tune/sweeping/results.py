@@ -20,6 +20,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune.errors import ConfigError
+from lightning_tune.sweeping.study import JOURNAL, check_journal, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +344,10 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
 
 def load_study(storage: str, study_name: Optional[str]) -> optuna.Study:
     """An existing study, for `scripts/report.py`: errors name the option to fix, on one line."""
+    if storage.startswith(JOURNAL):
+        check_journal(Path(storage[len(JOURNAL) :]), f"--storage {storage}")
     try:
-        existing = [summary.study_name for summary in optuna.study.get_all_study_summaries(storage)]
+        existing = [summary.study_name for summary in optuna.study.get_all_study_summaries(open_storage(storage))]
     except Exception as error:  # noqa: BLE001 - whatever the storage backend raises, one line for the user
         raise ConfigError(f"--storage {storage}: cannot be read ({first_line(error)})") from None
     if study_name is None:
@@ -355,4 +358,4 @@ def load_study(storage: str, study_name: Optional[str]) -> optuna.Study:
     elif study_name not in existing:
         held = ", ".join(existing) or "none"
         raise ConfigError(f"--study-name {study_name}: no such study in {storage}; it holds: {held}")
-    return optuna.load_study(study_name=study_name, storage=storage)
+    return optuna.load_study(study_name=study_name, storage=open_storage(storage))

@@ -9,6 +9,7 @@ workers, and SLURM jobs (sbatch passes the submitting environment on).
 """
 
 import functools
+import json
 import logging
 import re
 import shutil
@@ -20,6 +21,7 @@ from urllib.parse import unquote
 import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.trust import trusted
@@ -30,6 +32,7 @@ GRID_SAMPLER = "optuna.samplers.GridSampler"
 # the targets of `hydra/sweeper/sampler` and `hydra/sweeper/pruner`: Optuna's, and the Optuna sweeper's NSGA factories
 SWEEP_TARGETS = ("optuna.samplers.*", "optuna.pruners.*", "hydra_plugins.hydra_optuna_sweeper.*")
 PRUNER_ATTR = "pruner"  # study user attr: the pruner's config, so every trial process builds the same one
+JOURNAL = "journal:"  # `hydra.sweeper.storage=journal:<file>`: Optuna's journal file storage
 STORAGE_ENV = "LIGHTNING_TUNE_STORAGE"  # the study's storage URL, for the trials' processes
 # `scheme://user:PASSWORD@host/...`: the password ends at the first `@`, as SQLAlchemy reads it
 PASSWORD = re.compile(r"^[\w+.-]+://[^:/@]*:(?P<password>[^@]*)@")
@@ -58,12 +61,56 @@ def derive_seed(sweep_seed: int, trial_number: int) -> int:
     return (sweep_seed * 1_000_003 + trial_number * 7_919) % 2**31
 
 
+def storage_url(given: Optional[str], sweep_dir: Path) -> str:
+    """The study's storage URL as every process of the sweep opens it: `given` (`hydra.sweeper.storage`), or
+    SQLite's `optuna.db` in the sweep directory. A journal file (`journal:<file>`) that is not absolute lies in
+    the sweep directory: the trials, wherever they run, get its absolute path. Raises ConfigError for
+    `journal:` without a file."""
+    if given is None:
+        return f"sqlite:///{sweep_dir / 'optuna.db'}"
+    if not given.startswith(JOURNAL):
+        return given
+    if not (name := given[len(JOURNAL) :].strip()):
+        raise ConfigError(
+            f"hydra.sweeper.storage={given!r} names no file: give journal:optuna.journal (in the sweep directory) "
+            f"or journal:/shared/path/optuna.journal"
+        )
+    return f"{JOURNAL}{sweep_dir / Path(name).expanduser()}"  # an absolute path stays as it is
+
+
+def storage_file(url: str) -> Optional[Path]:
+    """The file a storage URL keeps its study in, when it is a file of its own: the journal, or SQLite's
+    database (not SQLite's `file:` URI form, nor a server)."""
+    if url.startswith(JOURNAL):
+        return Path(url[len(JOURNAL) :])
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///file:"):
+        return Path(url[len("sqlite:///") :])
+    return None
+
+
+class JournalFile(JournalFileBackend):
+    """Optuna's journal file, whose failed writes (a read-only file, a full disk) raise StorageInternalError,
+    as the RDB storage's do, rather than the OSError of whichever call wrote."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            super().append_logs(logs)
+        except OSError as error:
+            raise optuna.exceptions.StorageInternalError("the journal file refused a write") from error
+
+
 @functools.lru_cache(maxsize=None)
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage that waits for a lock instead of failing when parallel trials write at once.
+    """The storage of `url`, one per URL and process: trials in the sweep's own process share it, rather
+    than each building an engine and checking the schema again.
 
-    One per URL and process: trials in the sweep's own process share it, rather than each building
-    an engine and checking the schema again."""
+    `journal:<file>` is Optuna's journal file storage, with the lock Optuna documents for NFS v3 and later
+    (`JournalFileOpenLock`: an exclusive `<file>.lock`, created with O_EXCL); SQLite waits up to 60 s for
+    its lock instead of failing when parallel trials write at once."""
+    if url.startswith(JOURNAL):
+        path = url[len(JOURNAL) :]
+        backend = JournalFile(path, lock_obj=JournalFileOpenLock(path))
+        return optuna.storages.JournalStorage(backend)
     if url.startswith("sqlite"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)
@@ -87,6 +134,25 @@ def upgrade_schema(url: str, database: Optional[Path]) -> None:
     shutil.copy2(database, backup)
     storage.upgrade()
     log.info("Upgraded %s from Optuna's schema %s to %s; the old file is kept as %s", database, current, head, backup)
+
+
+def check_journal(path: Path, key: str) -> None:
+    """Raise ConfigError, naming the setting `key` that gave it, when the journal file `path` holds a line that is not one of Optuna's records (a file
+    of something else, or a line cut by a full disk). Optuna reads past such a line as long as it is the last,
+    and fails on it at the next write, after it has appended its own: the study is refused before that."""
+    if not path.is_file():
+        return
+    with path.open("rb") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                record = json.loads(line) if line.endswith(b"\n") else None
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or "op_code" not in record:
+                raise ConfigError(
+                    f"{key}: line {number} of {path} is not an Optuna journal record (another file, or a write cut "
+                    f"short by a full disk): restore the journal, or give the sweep another hydra.sweep.dir"
+                )
 
 
 def build_sampler(cfg: DictConfig, **kwargs: Any) -> optuna.samplers.BaseSampler:

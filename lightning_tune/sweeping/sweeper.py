@@ -42,12 +42,16 @@ from lightning_tune.sweeping.space import (
 )
 from lightning_tune.sweeping.study import (
     GRID_SAMPLER,
+    JOURNAL,
     PRUNER_ATTR,
     STORAGE_ENV,
     build_sampler,
+    check_journal,
     derive_seed,
     open_storage,
     redact,
+    storage_file,
+    storage_url,
     upgrade_schema,
     url_password,
 )
@@ -173,7 +177,6 @@ class TuningSweeper(Sweeper):
         )
         self.pruner_cfg = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
         self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
-        self.storage_url = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
         self.batch_size = max(self.n_jobs, launcher_parallelism(config.hydra.launcher))
         # a SLURM job sees only its own GPUs: the sweeper assigns GPUs to trials on this machine only
         self.assigns_gpus = "array_parallelism" not in config.hydra.launcher
@@ -207,15 +210,16 @@ class TuningSweeper(Sweeper):
     def _open_study(self, directions: list[str], sampler: Any) -> optuna.Study:
         """The study, created or resumed; refused when the sweep directory holds runs that it does not know."""
         url, shown = self.storage_url, redact(self.storage_url, self.storage_url)
-        database = None
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:///file:"):  # not SQLite's URI form
-            database = Path(url[len("sqlite:///") :])
-            if not database.exists():  # opening it would create it: refuse first, leaving no empty database behind
-                check_runs_known(self.sweep_dir, [], shown)
+        database = storage_file(url)
+        if database is not None and not database.exists():  # opening it would create it: refuse first, leaving
+            check_runs_known(self.sweep_dir, [], shown)  # no empty database behind
         try:
             if database is not None:
                 database.parent.mkdir(parents=True, exist_ok=True)
-            upgrade_schema(url, database if database is not None and database.exists() else None)
+            if url.startswith(JOURNAL):  # a journal has no schema to upgrade: each line is one operation
+                check_journal(database, f"hydra.sweeper.storage={shown!r}")
+            else:
+                upgrade_schema(url, database if database is not None and database.exists() else None)
             storage = open_storage(url)
             try:
                 trials = storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)
@@ -373,6 +377,7 @@ class TuningSweeper(Sweeper):
     # --- the loop ----------------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> None:
         self._refuse_written_password()
+        self.storage_url = storage_url(self.storage, self.sweep_dir)
         if self.custom_search_space:
             raise ConfigError(
                 "hydra.sweeper.custom_search_space is the Optuna sweeper's, not this one's: put the params in "
@@ -393,8 +398,7 @@ class TuningSweeper(Sweeper):
             try:
                 self._run(space, objectives, directions, sweep_seed, first_trials, grid, n_trials)
             except optuna.exceptions.StorageInternalError as error:  # Optuna blames "invalid data, e.g. max length"
-                url = self.storage_url
-                cause = str(error.__cause__ or error).splitlines()[0]
+                url, cause = self.storage_url, str(error.__cause__ or error).splitlines()[0]
                 raise ConfigError(
                     redact(f"hydra.sweeper.storage={redact(url, url)!r} refused a write ({cause}): make it writable "
                            f"(a read-only file, a full disk) and run the command again; it resumes", url)
