@@ -205,7 +205,10 @@ def test_documented_command_runs_as_printed(command: Command, scratch: Path):
         sweep_dirs = list((scratch / "multirun").iterdir())
         assert len(sweep_dirs) == 1, sweep_dirs  # every trial in the sweep's one directory
         sweep_dir = sweep_dirs[0]
-        assert [name for name in SWEEP_FILES if not (sweep_dir / name).exists()] == []
+        journal = next((w.split(":", 1)[1] for w in words if w.startswith("hydra.sweeper.storage=journal:")), None)
+        study_file = "optuna.db" if journal is None else journal  # the study's file, in the sweep directory
+        expected = [study_file if name == "optuna.db" else name for name in SWEEP_FILES]
+        assert [name for name in expected if not (sweep_dir / name).exists()] == []
         run_dirs = sorted(path for path in sweep_dir.iterdir() if path.name.isdigit())
         assert [path.name for path in run_dirs] == ["0", "1"]
     elif "-m" in words:  # Hydra's own sweeper: multirun/<date>/<time>/<job>/

@@ -120,7 +120,7 @@ def test_runs_that_the_study_does_not_know_are_refused_naming_them(tmp_path):
     with pytest.raises(ConfigError, match=r"holds the runs of 2 trial\(s\) \(1, 2; 0 finished\) that the study in "
                                           r"sqlite:///x.db does not know \(1 trial\(s\)\)"):  # fmt: skip
         check_runs_known(tmp_path, [0], "sqlite:///x.db")
-    with pytest.raises(ConfigError, match=r"\(0, 1, 2; 1 finished\).*Restore it \(optuna.db\), or give this sweep"):
+    with pytest.raises(ConfigError, match=r"\(0, 1, 2; 1 finished\).*Restore it, or give this sweep"):
         check_runs_known(tmp_path, [], "sqlite:///x.db")
 
 

@@ -73,6 +73,6 @@ def check_runs_known(sweep_dir: Path, numbers: Iterable[int], where: str) -> Non
         shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
         raise ConfigError(
             f"{sweep_dir} holds the runs of {len(unknown)} trial(s) ({shown}; {finished} finished) that the study in "
-            f"{where} does not know ({len(known)} trial(s)): its storage was lost or replaced. Restore it "
-            f"(optuna.db), or give this sweep another hydra.sweep.dir; no run is written over"
+            f"{where} does not know ({len(known)} trial(s)): its storage was lost or replaced. Restore it, "
+            f"or give this sweep another hydra.sweep.dir; no run is written over"
         )
