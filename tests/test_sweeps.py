@@ -8,17 +8,21 @@ and each test waits for its own: a test names its sweep by indirect parametrizat
 """
 
 import csv
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 import pytest
@@ -28,6 +32,8 @@ from conftest import CONF, ROOT, group_options
 from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune.errors import ConfigError, TrainingDiverged
@@ -586,6 +592,116 @@ def test_timeout_stops_the_sweep_after_the_running_batch(sweep):
     assert "Stopping: hydra.sweeper.timeout_s=0.5 reached with 4 trial(s) to go" in sweep.output
     assert [row["state"] for row in sweep.rows()] == ["COMPLETE"]
     assert (sweep.dir / "report.md").is_file()
+
+
+
+# --- watching a sweep with optuna-dashboard ---------------------------------------------------
+def documented_storage(file_name: str, sweep_dir: Path) -> str:
+    """The storage argument of the README's `optuna-dashboard ...` command for the study file `file_name`,
+    pointed at `sweep_dir` rather than `multirun/<sweep dir>`."""
+    storages = re.findall(r"^optuna-dashboard (.+?)\s*(?:#.*)?$", (ROOT / "README.md").read_text(), re.M)
+    matches = [storage for storage in storages if storage.endswith(f"multirun/<sweep dir>/{file_name}")]
+    if len(matches) != 1:
+        pytest.fail(f"the README shows no one `optuna-dashboard .../<sweep dir>/{file_name}` command: {storages}")
+    return matches[0].replace("multirun/<sweep dir>", str(sweep_dir))
+
+
+@contextmanager
+def optuna_dashboard(storage: str, log: Path) -> Iterator[Callable[[str], Any]]:
+    """`optuna-dashboard <storage>` on a free port of 127.0.0.1, as a user starts it (the console script of the
+    `dashboard` extra, which `dev` includes): yields a GET of its JSON API; then stops it by its PID, and
+    finds no warning in what it printed."""
+    executable = Path(sys.executable).parent / "optuna-dashboard"
+    if not executable.is_file():
+        pytest.fail(f"{executable} is missing: pip install -e '.[dev]' installs it, with the dashboard extra")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+            return json.load(response)
+
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [executable, storage, "--host", "127.0.0.1", "--port", str(port)],
+            env=ENV, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except ConnectionRefusedError:  # not listening yet
+                assert process.poll() is None, f"optuna-dashboard ended:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"optuna-dashboard did not listen in 60 s:\n{log.read_text()}"
+                time.sleep(0.1)
+        yield get
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=30) == -signal.SIGTERM
+        with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert "warn" not in log.read_text().lower(), log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def shown_by(get: Callable[[str], Any]) -> dict[int, tuple]:
+    """The dashboard's one study: each trial's (state, values, params) by number, as its API serves them."""
+    studies = get("/api/studies")["study_summaries"]
+    assert [study["study_name"] for study in studies] == [STUDY]
+    trials = get(f"/api/studies/{studies[0]['study_id']}")["trials"]
+    return {
+        trial["number"]: (
+            trial["state"].upper(),
+            trial.get("values"),
+            {param["name"]: param["param_external_value"] for param in trial["params"]},
+        )
+        for trial in trials
+    }
+
+
+def held_by(trials: list[FrozenTrial]) -> dict[int, tuple]:
+    """The same, from the study itself."""
+    return {
+        trial.number: (trial.state.name, trial.values, {name: str(value) for name, value in trial.params.items()})
+        for trial in trials
+    }
+
+
+@pytest.mark.slow
+@uses("failures", "prune_median")  # COMPLETE, FAIL and PRUNED trials between them
+def test_optuna_dashboard_shows_the_sweeps_trials(sweep, tmp_path):
+    trials = sweep.ok().trials()
+    with optuna_dashboard(documented_storage("optuna.db", sweep.dir), tmp_path / "dashboard.log") as get:
+        shown = shown_by(get)
+    assert shown == held_by(trials)
+    assert {state for state, _, _ in shown.values()} > {"COMPLETE"}
+
+
+def test_optuna_dashboard_reads_a_journal_file(tmp_path):
+    """The journal a sweep with `hydra.sweeper.storage=journal:...` keeps, built here with Optuna's API and the
+    sweep's lock (the dashboard takes Optuna's symlink lock on the same `optuna.journal.lock` file)."""
+    path = str(tmp_path / "optuna.journal")
+    storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("optimizer.lr", 1e-4, 1e-1, log=True)
+        if trial.number == 1:
+            raise optuna.TrialPruned()
+        if trial.number == 2:
+            raise ValueError("a trial that fails")
+        return lr
+
+    study.optimize(objective, n_trials=4, catch=ValueError)
+    with optuna_dashboard(documented_storage("optuna.journal", tmp_path), tmp_path / "dashboard.log") as get:
+        shown = shown_by(get)
+    assert shown == held_by(study.get_trials())
+    assert [state for state, _, _ in shown.values()] == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
 
 
 # --- bad inputs -------------------------------------------------------------------------------
