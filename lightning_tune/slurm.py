@@ -133,9 +133,8 @@ def job_return(job: "submitit.Job", overrides: Sequence[str]) -> SlurmJobReturn:
     try:
         ret: JobReturn = job.results()[0]
     except Exception as error:  # noqa: BLE001 - submitit's errors for a job without a result
-        ret = JobReturn(
-            overrides=list(overrides), status=JobStatus.FAILED, _return_value=SlurmJobFailed(failure_reason(job, error))
-        )
+        ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+        ret.return_value = SlurmJobFailed(failure_reason(job, error))
     copied = {field.name: getattr(ret, field.name) for field in fields(JobReturn)}
     slurm_ret = SlurmJobReturn(**copied, job_id=str(job.job_id), log=str(job.paths.stdout))
     setattr(slurm_ret, DURATION, job_duration(ret))  # timed inside the job

@@ -31,6 +31,7 @@ from sweeping import ENV, ONLY_LR, PRUNING, TINY, command, enqueue, finished, ru
 
 from lightning_tune import requeue
 from lightning_tune.errors import ConfigError
+from lightning_tune.private_hydra import failed_job_error
 from lightning_tune.requeue import cluster_plugins, requeue_on_signal
 from lightning_tune.run import train
 from lightning_tune.slurm import SlurmJobFailed, check_submission, job_return, make_executor
@@ -154,8 +155,8 @@ def test_a_job_slurm_ended_fails_its_trial_with_the_state_and_log():
             raise UncompletedJobError("Job 12_1 (task: 0) has not produced any output (state: CANCELLED by 0)")
 
     ret = job_return(EndedJob(), ["optimizer.lr=0.1"])
-    assert ret.status == JobStatus.FAILED and isinstance(ret._return_value, SlurmJobFailed)
-    assert str(ret._return_value) == "SLURM job 12_1 ended without a result (state CANCELLED by 0)"
+    assert ret.status == JobStatus.FAILED and isinstance(failed_job_error(ret), SlurmJobFailed)
+    assert str(failed_job_error(ret)) == "SLURM job 12_1 ended without a result (state CANCELLED by 0)"
     assert (ret.job_id, ret.log, ret.overrides) == ("12_1", "/sweep/.submitit/12_1/12_1_0_log.out", ["optimizer.lr=0.1"])
 
 

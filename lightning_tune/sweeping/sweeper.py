@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from lightning_tune.console import hydra_error_line
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import objective_direction, objective_names
+from lightning_tune.private_hydra import failed_job_error
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
 from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
@@ -89,7 +90,8 @@ def composition_failure(overrides: Sequence[str], error: BaseException) -> JobRe
 
 def not_run(overrides: Sequence[str], error: Exception) -> JobReturn:
     """The failed return of a trial whose job was never launched."""
-    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=error)
+    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+    ret.return_value = error
     setattr(ret, DURATION, 0.0)
     return ret
 
@@ -113,7 +115,7 @@ def assign_gpus(batch_size: int, gpu_count: int) -> list[Optional[int]]:
 def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Optional[list[float]], str]:
     """(state, values, reason) of a finished job: pruned, failed with its reason, or complete."""
     if ret.status != JobStatus.COMPLETED:
-        error = ret._return_value
+        error = failed_job_error(ret)
         if isinstance(error, optuna.TrialPruned):
             return TrialState.PRUNED, None, str(error)
         if isinstance(error, TrainingDiverged):
