@@ -30,6 +30,7 @@ from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
 from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
 from lightning_tune.sweeping.jobs import DURATION, TrialJobs, job_duration
+from lightning_tune.sweeping.private_optuna import set_running_trial_attrs
 from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.space import (
     check_enqueued,
@@ -220,7 +221,8 @@ class TuningSweeper(Sweeper):
             upgrade_schema(url, database if database is not None and database.exists() else None)
             storage = open_storage(url)
             try:
-                trials = storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)
+                known = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler)
+                trials = known.get_trials(deepcopy=False)
             except KeyError:  # a new study
                 trials = []
         except ConfigError:
@@ -244,12 +246,10 @@ class TuningSweeper(Sweeper):
         a grid revisits the points it has not finished by itself). Called under the driver's lock: no other
         driver runs them."""
         storage = open_storage(self.storage_url)  # the study's own: `open_storage` keeps one per URL
-        study_id = storage.get_study_id_from_name(study.study_name)
+        attrs = {INTERRUPTED: True, "fail_reason": "interrupted: the sweep stopped during it"}
         count = 0
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
-            storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the sweep stopped during it")
+            set_running_trial_attrs(storage, study.study_name, trial.number, attrs)
             if retry:
                 study.enqueue_trial(dict(trial.params))
             study.tell(trial.number, state=TrialState.FAIL)
