@@ -104,6 +104,8 @@ def check_submission(params: dict[str, Any]) -> None:
     fail here, in SLURM's words, before the sweep creates its directory or study."""
     if shutil.which("sbatch") is None:
         raise ConfigError("launcher=slurm needs sbatch on PATH: run the sweep where SLURM jobs are submitted")
+    from lightning_tune.private_submitit import sbatch_script
+
     check_exported(params)
     with tempfile.TemporaryDirectory(prefix="lightning-tune-sbatch-") as folder:
         try:
@@ -111,7 +113,7 @@ def check_submission(params: dict[str, Any]) -> None:
         except (ValueError, TypeError, NameError) as error:  # submitit's checks of names and types
             raise ConfigError(f"launcher: {error}".splitlines()[0]) from None
         script = Path(folder) / "check.sh"
-        script.write_text(executor._executor._make_submission_file_text("true", "check"))
+        script.write_text(sbatch_script(executor, "true"))
         result = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         asked = ", ".join(f"launcher.{name}={params[name]}" for name in RESOURCES if params.get(name) is not None)

@@ -32,6 +32,7 @@ from sweeping import ENV, ONLY_LR, PRUNING, TINY, command, enqueue, finished, ru
 from lightning_tune import requeue
 from lightning_tune.errors import ConfigError
 from lightning_tune.private_hydra import failed_job_error
+from lightning_tune.private_submitit import sbatch_script
 from lightning_tune.requeue import cluster_plugins, requeue_on_signal
 from lightning_tune.run import train
 from lightning_tune.slurm import SlurmJobFailed, check_submission, job_return, make_executor
@@ -60,7 +61,7 @@ def test_launcher_keys_set_hydra_submitit_launchers_settings():
     assert launcher["additional_parameters"] == {"constraint": "a100"}
     # the sbatch script submitit would submit says the same
     launcher.pop("_target_")
-    script = make_executor({**launcher, "submitit_folder": "/tmp/x"})._executor._make_submission_file_text("true", "u")
+    script = sbatch_script(make_executor({**launcher, "submitit_folder": "/tmp/x"}), "true")
     for line in ("--partition=gpu", "--account=ml", "--qos=high", "--time=240", "--gpus-per-task=1",
                  "--cpus-per-task=8", "--mem=32GB", "--constraint=a100", "--signal=USR2@300"):  # fmt: skip
         assert f"#SBATCH {line}" in script
