@@ -9,11 +9,12 @@ arguments, or acts otherwise than Hydra's public API (whose result it is compare
   70 ms a trial, which the cache saves. The steps, from `hydra._internal`: `ConfigLoaderImpl` (its
   `repository`, `validate_sweep_overrides_legal`, `_process_config_searchpath`,
   `_compose_config_from_defaults_list`, `_apply_overrides_to_config`,
-  `_ensure_sweep_config_controller_unchanged`), `CachingConfigRepository` and `create_defaults_list` (its
-  result's `defaults` and `overrides.known_choices`).
+  `_ensure_sweep_config_controller_unchanged`), `CachingConfigRepository` (whose `group_exists` and
+  `get_sources` composition.py calls) and `create_defaults_list` (its result's `defaults` and
+  `overrides.known_choices`).
 - `JobReturn._return_value` of a failed job, its error: the public `JobReturn.return_value` raises it
   instead, writing "Error executing job with overrides: ..." to stderr, which a sweep's console must not
-  show for a trial whose failure it records. Written, it is the public setter.
+  show for a trial whose failure it records. (It is written by the public setter, `ret.return_value = error`.)
 """
 
 from typing import Any, Optional
