@@ -4,12 +4,14 @@ import json
 import logging
 import os
 import re
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from torch.utils.tensorboard import FileWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from lightning_tune.metrics import EVAL_STAGES, METRICS
@@ -88,10 +90,10 @@ def log_hparams(loggers: list[Logger], settings: dict[str, Any], results: Result
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             _, start, end = hparams_summaries(settings, metrics)  # torch's; None values are left out
-            writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams writes them
-            writer.add_summary(start)
-            logger.log_metrics(metrics)
-            writer.add_summary(end)
+            with closing(FileWriter(logger.log_dir)) as writer:  # an event file of its own, in the run's directory
+                writer.add_summary(start)
+                logger.log_metrics(metrics)
+                writer.add_summary(end)
         else:
             logger.log_hyperparams(settings)
             logger.log_metrics(metrics)

@@ -58,7 +58,8 @@ def requeue_on_signal() -> Iterator[None]:
     """Around a trial in its SLURM job: SIGUSR1/SIGUSR2 become a request for `RequeueCheckpoint`."""
     from submitit import JobEnvironment
 
-    submitit_handler = signal.getsignal(JobEnvironment._usr_sig())
+    submitit_signal = signal.Signals[f"SIG{JobEnvironment.USR_SIG}"]  # USR2, or $SUBMITIT_PREEMPT_SIGNAL's
+    submitit_handler = signal.getsignal(submitit_signal)
     if not callable(submitit_handler):  # not inside a submitit job: nothing could requeue it
         yield
         return

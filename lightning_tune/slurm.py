@@ -104,6 +104,8 @@ def check_submission(params: dict[str, Any]) -> None:
     fail here, in SLURM's words, before the sweep creates its directory or study."""
     if shutil.which("sbatch") is None:
         raise ConfigError("launcher=slurm needs sbatch on PATH: run the sweep where SLURM jobs are submitted")
+    from lightning_tune.private_submitit import sbatch_script
+
     check_exported(params)
     with tempfile.TemporaryDirectory(prefix="lightning-tune-sbatch-") as folder:
         try:
@@ -111,7 +113,7 @@ def check_submission(params: dict[str, Any]) -> None:
         except (ValueError, TypeError, NameError) as error:  # submitit's checks of names and types
             raise ConfigError(f"launcher: {error}".splitlines()[0]) from None
         script = Path(folder) / "check.sh"
-        script.write_text(executor._executor._make_submission_file_text("true", "check"))
+        script.write_text(sbatch_script(executor, "true"))
         result = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         asked = ", ".join(f"launcher.{name}={params[name]}" for name in RESOURCES if params.get(name) is not None)
@@ -133,9 +135,8 @@ def job_return(job: "submitit.Job", overrides: Sequence[str]) -> SlurmJobReturn:
     try:
         ret: JobReturn = job.results()[0]
     except Exception as error:  # noqa: BLE001 - submitit's errors for a job without a result
-        ret = JobReturn(
-            overrides=list(overrides), status=JobStatus.FAILED, _return_value=SlurmJobFailed(failure_reason(job, error))
-        )
+        ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+        ret.return_value = SlurmJobFailed(failure_reason(job, error))
     copied = {field.name: getattr(ret, field.name) for field in fields(JobReturn)}
     slurm_ret = SlurmJobReturn(**copied, job_id=str(job.job_id), log=str(job.paths.stdout))
     setattr(slurm_ret, DURATION, job_duration(ret))  # timed inside the job

@@ -66,10 +66,11 @@ def invalid_settings(node: DictConfig, path: str = "") -> Iterator[str]:
         if value is not None and not valid.test(value):
             yield problem(f"{path}{name}", value, valid)
     for key in node.keys():
-        child = node._get_node(key)
-        if key != "hydra" and child._is_missing():  # `key=???` on the command line: nothing to train with
+        if key == "hydra" or OmegaConf.is_interpolation(node, key):  # Hydra's; `${...}`: checked where it points
+            continue
+        if OmegaConf.is_missing(node, key):  # `key=???` on the command line: nothing to train with
             yield f"{path}{key}=??? must be given a value"
-        elif isinstance(child, DictConfig) and not child._is_missing() and not child._is_none() and key != "hydra":
+        elif isinstance(child := node[key], DictConfig):  # not None
             yield from invalid_settings(child, f"{path}{key}.")
 
 

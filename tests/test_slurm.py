@@ -31,6 +31,8 @@ from sweeping import ENV, JOURNAL, ONLY_LR, PRUNING, TINY, command, enqueue, fin
 
 from lightning_tune import requeue
 from lightning_tune.errors import ConfigError
+from lightning_tune.private_hydra import failed_job_error
+from lightning_tune.private_submitit import sbatch_script
 from lightning_tune.requeue import cluster_plugins, requeue_on_signal
 from lightning_tune.run import train
 from lightning_tune.slurm import SlurmJobFailed, check_submission, job_return, make_executor
@@ -59,7 +61,7 @@ def test_launcher_keys_set_hydra_submitit_launchers_settings():
     assert launcher["additional_parameters"] == {"constraint": "a100"}
     # the sbatch script submitit would submit says the same
     launcher.pop("_target_")
-    script = make_executor({**launcher, "submitit_folder": "/tmp/x"})._executor._make_submission_file_text("true", "u")
+    script = sbatch_script(make_executor({**launcher, "submitit_folder": "/tmp/x"}), "true")
     for line in ("--partition=gpu", "--account=ml", "--qos=high", "--time=240", "--gpus-per-task=1",
                  "--cpus-per-task=8", "--mem=32GB", "--constraint=a100", "--signal=USR2@300"):  # fmt: skip
         assert f"#SBATCH {line}" in script
@@ -154,8 +156,8 @@ def test_a_job_slurm_ended_fails_its_trial_with_the_state_and_log():
             raise UncompletedJobError("Job 12_1 (task: 0) has not produced any output (state: CANCELLED by 0)")
 
     ret = job_return(EndedJob(), ["optimizer.lr=0.1"])
-    assert ret.status == JobStatus.FAILED and isinstance(ret._return_value, SlurmJobFailed)
-    assert str(ret._return_value) == "SLURM job 12_1 ended without a result (state CANCELLED by 0)"
+    assert ret.status == JobStatus.FAILED and isinstance(failed_job_error(ret), SlurmJobFailed)
+    assert str(failed_job_error(ret)) == "SLURM job 12_1 ended without a result (state CANCELLED by 0)"
     assert (ret.job_id, ret.log, ret.overrides) == ("12_1", "/sweep/.submitit/12_1/12_1_0_log.out", ["optimizer.lr=0.1"])
 
 

@@ -852,7 +852,9 @@ def test_parse_search_space_intervals():
 
 
 def job_return(status: JobStatus, value: Any) -> JobReturn:
-    return JobReturn(status=status, _return_value=value)
+    ret = JobReturn(status=status)
+    ret.return_value = value
+    return ret
 
 
 @pytest.mark.parametrize(

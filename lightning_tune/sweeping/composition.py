@@ -4,9 +4,10 @@ Hydra composes every trial's config from scratch: a deep copy of the ConfigStore
 every YAML file read and merged again (about 70 ms here, as long as a small trial's whole epoch).
 The trials of a sweep differ mostly in values, and in a handful of group choices. So the composed
 config is kept per group choices, and each trial's value overrides are applied to a copy of it, by
-Hydra's own function. The steps mirror hydra-core 1.4's `ConfigLoaderImpl._load_configuration_impl`;
-`tests/test_composition.py` checks that the result is Hydra's own, key for key. Anything unusual in a
-trial's overrides (adding or deleting a group, a package, a `hydra.*` key) is left to Hydra.
+Hydra's own function. The steps mirror hydra-core 1.4's `ConfigLoaderImpl._load_configuration_impl`,
+through Hydra's private names, which `lightning_tune.private_hydra` holds; `tests/test_composition.py`
+checks that the result is Hydra's own, key for key. Anything unusual in a trial's overrides (adding or
+deleting a group, a package, a `hydra.*` key) is left to Hydra.
 """
 
 import copy
@@ -16,17 +17,23 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from hydra import __version__, version
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.config_repository import CachingConfigRepository
-from hydra._internal.defaults_list import create_defaults_list
 from hydra.conf import ConfigSourceInfo
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobRuntime
 from hydra.errors import ConfigCompositionException
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+
+from lightning_tune.private_hydra import (
+    CachingConfigRepository,
+    ConfigLoaderImpl,
+    apply_value_overrides,
+    compose_defaults,
+    ensure_controller_unchanged,
+    searchpath_repository,
+    validate_trial_overrides,
+)
 
 
 @dataclass
@@ -71,7 +78,7 @@ class TrialConfigLoader:
         if config is None:
             config = self.loader.load_sweep_config(master_config, sweep_overrides)
         else:  # as Hydra's own: a trial may not change the launcher or the sweeper
-            ConfigLoaderImpl._ensure_sweep_config_controller_unchanged(master_config=master_config, sweep_config=config)
+            ensure_controller_unchanged(master_config, config)
             OmegaConf.copy_cache(from_config=master_config, to_config=config)
         config.hydra.sweep.dir = str(master_config.hydra.sweep.dir)
         return config
@@ -82,7 +89,8 @@ class TrialConfigLoader:
         base_key = (config_name, tuple(hydra_lines))
         if base_key not in self.repos:  # the same for every trial of the sweep: parsed once
             hydra_overrides = parser.parse_overrides(hydra_lines)
-            self.repos[base_key] = (self._repository(config_name, hydra_overrides), hydra_overrides)
+            repo = searchpath_repository(self.loader, config_name, hydra_overrides)
+            self.repos[base_key] = (repo, hydra_overrides)
         repo, hydra_overrides = self.repos[base_key]
         trial_overrides = parser.parse_overrides(trial_lines)
         choices = split_choices(trial_overrides, repo)
@@ -94,10 +102,10 @@ class TrialConfigLoader:
         composed = self.composed[key]
 
         parsed = hydra_overrides + trial_overrides
-        self.loader.validate_sweep_overrides_legal(overrides=parsed, run_mode=RunMode.RUN, from_shell=True)
+        validate_trial_overrides(self.loader, parsed)
         cfg = copy.deepcopy(composed.config)
         values = [o for o in parsed if not is_choice(o, composed.repo)]
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        apply_value_overrides(values, cfg)
         for override in parsed:
             if override.is_hydra_override():
                 cfg.hydra.overrides.hydra.append(override.input_line)
@@ -118,22 +126,13 @@ class TrialConfigLoader:
         cfg.hydra.job.config_name = config_name
         return cfg
 
-    def _repository(self, config_name: Optional[str], overrides: list[Override]) -> CachingConfigRepository:
-        """The config repository with the primary config's and the overrides' search path, as Hydra builds it."""
-        repo = CachingConfigRepository(self.loader.repository)
-        self.loader._process_config_searchpath(config_name, overrides, repo)
-        return repo
-
     def _compose_base(self, config_name: Optional[str], overrides: list[Override]) -> Composed:
         """Hydra's composition up to, not including, the value overrides."""
-        repo = self._repository(config_name, overrides)
-        defaults_list = create_defaults_list(
-            repo=repo, config_name=config_name, overrides_list=overrides, prepend_hydra=True, skip_missing=False
-        )
-        cfg = self.loader._compose_config_from_defaults_list(defaults=defaults_list.defaults, repo=repo)
+        repo = searchpath_repository(self.loader, config_name, overrides)
+        cfg, known_choices = compose_defaults(self.loader, repo, config_name, overrides)
         OmegaConf.set_struct(cfg, True)
         OmegaConf.set_readonly(cfg.hydra, False)
-        return Composed(cfg, dict(defaults_list.overrides.known_choices), repo)
+        return Composed(cfg, known_choices, repo)
 
 
 def is_choice(override: Override, repo: CachingConfigRepository) -> bool:

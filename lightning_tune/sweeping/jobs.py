@@ -1,8 +1,9 @@
 """Each trial's job, in whatever process runs it: its own wall time, and its end with the sweep.
 
 Hydra calls its callbacks around every job in the job's own process: the sweep's (the basic launcher),
-a joblib worker, a SLURM job. The sweeper hands the launchers `TrialJobs`: Hydra's callbacks
-(`hydra.callbacks`, called as before) plus
+a joblib worker, a SLURM job (`hydra.core.utils.run_job`: `on_job_start` and `on_job_end`, the only two it
+calls). The sweeper hands the launchers `TrialJobs`: Hydra's callbacks (`hydra.callbacks`, called as
+before, through Hydra's own object) plus
 
 - the job's wall time in its process, from its start to its end, returned with its `JobReturn` as
   `duration_s`: in a parallel batch each trial's own, not the batch's;
@@ -16,7 +17,6 @@ import threading
 import time
 from typing import Any, Optional
 
-from hydra._internal.callbacks import Callbacks
 from hydra.core.utils import JobReturn
 from hydra.types import TaskFunction
 from omegaconf import DictConfig
@@ -26,11 +26,11 @@ WATCH_INTERVAL_S = 0.5  # how often a worker looks for its driver
 WATCHING = threading.Event()  # this process's watchdog runs
 
 
-class TrialJobs(Callbacks):
+class TrialJobs:
     """Hydra's callbacks of the sweep, which time each job and tie a worker's life to the driver's."""
 
-    def __init__(self, callbacks: Callbacks, driver_pid: int) -> None:
-        self.callbacks = callbacks.callbacks  # the configured ones, notified as Hydra's own `Callbacks` does
+    def __init__(self, callbacks: Any, driver_pid: int) -> None:
+        self.callbacks = callbacks  # `HydraContext.callbacks`: Hydra's own, which notifies the configured ones
         self.driver_pid = driver_pid
         self.started: Optional[float] = None
 
@@ -38,12 +38,12 @@ class TrialJobs(Callbacks):
         if os.getpid() != self.driver_pid and os.getppid() == self.driver_pid:
             end_with_parent()
         self.started = time.monotonic()
-        super().on_job_start(config=config, task_function=task_function, **kwargs)
+        self.callbacks.on_job_start(config=config, task_function=task_function, **kwargs)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self.started is not None:
             setattr(job_return, DURATION, round(time.monotonic() - self.started, 3))
-        super().on_job_end(config=config, job_return=job_return, **kwargs)
+        self.callbacks.on_job_end(config=config, job_return=job_return, **kwargs)
 
 
 def job_duration(ret: JobReturn) -> Optional[float]:

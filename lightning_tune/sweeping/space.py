@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial
 
 from lightning_tune.errors import ConfigError
+from lightning_tune.sweeping.private_optuna import distribution_from_override
 from lightning_tune.validation import valid_of
 
 GROUP_OPTION = "_option_"  # in nested params: the config group's own option, e.g. optimizer: {_option_: ...}
@@ -53,7 +53,7 @@ def parse_search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribu
             raise ConfigError(f"{override.input_line}: unknown tag {sorted(tags - {'log'})[0]!r}; an interval takes "
                               f"tag(log, interval(low, high)) for a log scale, or no tag")  # fmt: skip
         try:
-            value = create_optuna_distribution_from_override(override)
+            value = distribution_from_override(override)
         except ValueError as error:  # Optuna's word on an empty or reversed range, a log range from 0, ...
             raise ConfigError(f"{override.input_line}: {str(error).splitlines()[0]}") from None
         if isinstance(value, BaseDistribution):

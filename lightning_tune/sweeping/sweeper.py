@@ -25,10 +25,12 @@ from optuna.trial import TrialState
 from lightning_tune.console import hydra_error_line
 from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import objective_direction, objective_names
+from lightning_tune.private_hydra import failed_job_error
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
 from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
 from lightning_tune.sweeping.jobs import DURATION, TrialJobs, job_duration
+from lightning_tune.sweeping.private_optuna import set_running_trial_attrs
 from lightning_tune.sweeping.results import write_progress, write_report
 from lightning_tune.sweeping.space import (
     check_enqueued,
@@ -93,7 +95,8 @@ def composition_failure(overrides: Sequence[str], error: BaseException) -> JobRe
 
 def not_run(overrides: Sequence[str], error: Exception) -> JobReturn:
     """The failed return of a trial whose job was never launched."""
-    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=error)
+    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+    ret.return_value = error
     setattr(ret, DURATION, 0.0)
     return ret
 
@@ -117,7 +120,7 @@ def assign_gpus(batch_size: int, gpu_count: int) -> list[Optional[int]]:
 def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Optional[list[float]], str]:
     """(state, values, reason) of a finished job: pruned, failed with its reason, or complete."""
     if ret.status != JobStatus.COMPLETED:
-        error = ret._return_value
+        error = failed_job_error(ret)
         if isinstance(error, optuna.TrialPruned):
             return TrialState.PRUNED, None, str(error)
         if isinstance(error, TrainingDiverged):
@@ -222,7 +225,8 @@ class TuningSweeper(Sweeper):
                 upgrade_schema(url, database if database is not None and database.exists() else None)
             storage = open_storage(url)
             try:
-                trials = storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)
+                known = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler)
+                trials = known.get_trials(deepcopy=False)
             except KeyError:  # a new study
                 trials = []
         except ConfigError:
@@ -246,12 +250,10 @@ class TuningSweeper(Sweeper):
         a grid revisits the points it has not finished by itself). Called under the driver's lock: no other
         driver runs them."""
         storage = open_storage(self.storage_url)  # the study's own: `open_storage` keeps one per URL
-        study_id = storage.get_study_id_from_name(study.study_name)
+        attrs = {INTERRUPTED: True, "fail_reason": "interrupted: the sweep stopped during it"}
         count = 0
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
-            storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the sweep stopped during it")
+            set_running_trial_attrs(storage, study.study_name, trial.number, attrs)
             if retry:
                 study.enqueue_trial(dict(trial.params))
             study.tell(trial.number, state=TrialState.FAIL)

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from lightning_tune.errors import ConfigError
+from lightning_tune.sweeping.private_optuna import running_trial
 from lightning_tune.sweeping.results import CV_STD_ATTR
 from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, build_pruner, open_storage
 
@@ -54,10 +55,7 @@ def open_trial(trial_cfg: DictConfig) -> tuple[optuna.trial.Trial, bool]:
     prunes = len(study.directions) == 1 and bool(pruner_cfg)
     if prunes:
         study.pruner = build_pruner(pruner_cfg)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(trial_cfg.study_name), trial_cfg.number
-    )
-    return optuna.trial.Trial(study, trial_id), prunes
+    return running_trial(study, storage, trial_cfg.number), prunes
 
 
 def trial_callbacks(trial_cfg: DictConfig, monitor: str) -> list[Any]:
