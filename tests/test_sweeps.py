@@ -183,6 +183,9 @@ JOBS: dict[str, Job] = {
     )),  # fmt: skip
     "tpe": Job(sweep_job("hparams_search=tpe", *TINY, "hydra.sweeper.n_trials=3")),
     "cmaes": Job(sweep_job("hparams_search=cmaes", *TINY, "hydra.sweeper.n_trials=3")),
+    # its third trial from the Gaussian process, past 2 random ones
+    "gp": Job(sweep_job("hparams_search=gp", *TINY, "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2")),
+    "qmc": Job(sweep_job("hparams_search=qmc", *TINY, "hydra.sweeper.n_trials=3")),
     "nsga2": Job(sweep_job("hparams_search=nsga2", *TINY, "hydra.sweeper.n_trials=4")),
     "failures": Job(sweep_job("hparams_search=random", *TINY, *FAILURES)),
     "timeout": Job(sweep_job("hparams_search=random", *TINY, "hydra.sweeper.n_trials=5", "hydra.sweeper.timeout_s=.5")),
@@ -372,9 +375,11 @@ def test_best_yaml_reruns_the_best_trial(sweep, sweep_pool):
 
 
 @pytest.mark.slow
-@uses("random", "tpe", "cmaes")
+@uses("random", "tpe", "cmaes", "gp", "qmc")
 def test_preset_runs_n_trials_of_distinct_configurations(sweep):
     trials = sweep.ok().trials()
+    warnings = re.findall(r"^\[W .*|.*Warning.*", sweep.output, re.MULTILINE)  # Optuna's logged ones, Python's
+    assert warnings == [], warnings
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
     assert len({params_key(trial) for trial in trials}) == 3
     assert len(trials[0].params) >= 2
