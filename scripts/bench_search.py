@@ -134,9 +134,10 @@ def summarize(sweep_dir: Path, epochs: int, checkpoints: list[int]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", choices=list(BENCHES), default="samplers")
-    parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--bench", choices=list(BENCHES), default="samplers",
+                        help="samplers: random, tpe and gp; pruners: the pruners beside unpruned TPE (default: samplers)")
+    parser.add_argument("--trials", type=int, default=40, help="trials per sweep (default: 40)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sweep seeds (default: 0 1 2)")
     parser.add_argument("--epochs", type=int, help="epoch budget of every trial (default: the bench's)")
     parser.add_argument("--sweeps", nargs="+", help="some of the bench's sweeps (default: all)")
     args = parser.parse_args()

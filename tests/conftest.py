@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -18,6 +19,10 @@ from lightning_tune.trust import RUN_TARGETS, trusted
 # Hydra's deprecations fail the suite, in its own process and in every run and sweep it starts: one that a
 # run or sweep met would reach the user's console (an untrusted `_target_`, `version_base`, a ConfigStore clash)
 os.environ["HYDRA_DEPRECATION_WARNINGS_AS_ERRORS"] = "1"
+# Started in the background by a non-interactive shell (`... &`, nohup), pytest inherits SIGINT ignored, and so
+# would every command the tests start, which then cannot be Ctrl-C'd: let them have it as a terminal gives it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -155,6 +155,11 @@ def test_a_sweep_whose_study_was_lost_refuses_and_writes_no_trial_directory_agai
     before = snapshot(sweep.dir)
     assert {"0/metrics.json", "1/metrics.json"} <= set(before)
     (study_file,) = sweep.storage_files()
+    if storage:  # the same command without the journal: the study it would open is not there, the journal is
+        other = run_sweep(sweep.dir, *args[: -len(storage)])
+        (line,) = other.result.stderr.strip().splitlines()
+        assert "optuna.db (this directory holds optuna.journal: another hydra.sweeper.storage?)" in line, line
+        assert sweep.storage_files() == {"optuna.journal"}
     (sweep.dir / study_file).unlink()
     again = run_sweep(sweep.dir, *args)
     assert again.result.returncode != 0
@@ -162,6 +167,24 @@ def test_a_sweep_whose_study_was_lost_refuses_and_writes_no_trial_directory_agai
     assert line.startswith(f"error: {sweep.dir} holds the runs of 2 trial(s) (0, 1; 2 finished)"), line
     assert study_file in line and "hydra.sweep.dir" in line
     assert snapshot(sweep.dir) == before and not sweep.storage_files(), "a new, empty study file"
+
+
+@pytest.mark.slow
+def test_a_study_in_a_shared_storage_file_is_its_own_sweeps(tmp_path):
+    """Two sweep directories on one journal outside both: the second is refused before it changes the study."""
+    (tmp_path / "shared").mkdir()
+    journal = tmp_path / "shared" / "digits.journal"
+    args = ["hparams_search=random", *TINY, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage=journal:{journal}"]
+    run_sweep(tmp_path / "first", *args).ok()
+    records = journal.read_bytes()
+    second = run_sweep(tmp_path / "second", *args)
+    (line,) = second.result.stderr.strip().splitlines()
+    assert line == (
+        f"error: the study 'lightning-tune' in journal:{journal} is the sweep's in {tmp_path / 'first'}: run that "
+        f"sweep's command to resume it, or give this sweep its own hydra.sweeper.study_name"
+    )
+    assert journal.read_bytes() == records and not (tmp_path / "second").exists()
+    run_sweep(tmp_path / "second", *args, "hydra.sweeper.study_name=second").ok()  # its own study, beside
 
 
 @pytest.mark.slow
@@ -179,8 +202,8 @@ def test_a_journal_that_is_not_optunas_or_refuses_writes_ends_the_sweep_in_one_l
     (line,) = again.result.stderr.strip().splitlines()
     assert line == (
         f"error: hydra.sweeper.storage='journal:{journal}': line {bad_line} of {journal} is not an Optuna journal "
-        f"record (another file, or a write cut short by a full disk): restore the journal, or give the sweep "
-        f"another hydra.sweep.dir"
+        f"record (another file, or a write cut short by a full disk): restore it from a copy, or keep the study in "
+        f"another file"
     )
     assert journal.read_bytes() == records + b"{not json\n" and snapshot(sweep.dir) == before
 
@@ -232,6 +255,8 @@ def test_a_sweep_made_by_optuna_2_10_resumes_on_an_upgraded_database_keeping_the
     sweep = run_sweep(sweep_dir, *args, "hydra.sweeper.n_trials=4").ok()
     [backup] = sweep_dir.glob("optuna.db.schema-*.bak")
     assert backup.read_bytes() == old and "Upgraded " in sweep.output
+    assert "Warning" not in sweep.output  # Optuna 2's distribution names, read by Optuna 5
+    assert (sweep_dir / "best.yaml").read_text().startswith("# Best trial")  # from the runs where they lie now
     trials = sweep.trials()
     assert [t.number for t in trials] == [0, 1, 2, 3] and trials[3].state == TrialState.COMPLETE
     assert [(str(t.number), t.state.name, f"{t.value}") for t in trials[:3]] == [

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -319,11 +320,17 @@ def test_report_script_rejects_bad_inputs(tmp_path: Path) -> None:
     done = report_script(str(tmp_path))
     assert done.returncode == 2 and done.stderr == (
         f"error: --storage journal:{tmp_path / 'optuna.journal'}: line 1 of {tmp_path / 'optuna.journal'} is not an "
-        f"Optuna journal record (another file, or a write cut short by a full disk): restore the journal, or give "
-        f"the sweep another hydra.sweep.dir\n"
+        f"Optuna journal record (another file, or a write cut short by a full disk): restore it from a copy, or "
+        f"keep the study in another file\n"
     )
     assert (tmp_path / "optuna.journal").read_text() == "not a journal\n" and not (tmp_path / "report.md").exists()
     (tmp_path / "optuna.journal").unlink()
+    old = tmp_path / "old" / "optuna.db"  # a sweep made by Optuna 2.10
+    old.parent.mkdir()
+    shutil.copy(ROOT / "tests" / "fixtures" / "sweep-optuna-2.10.1" / "optuna.db", old)
+    done = report_script(str(old.parent))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"upgrade it with `optuna storage upgrade --storage 'sqlite:///{old}'`" in done.stderr
     done = report_script(str(tmp_path), "--storage", "journal:nowhere.journal")
     assert (done.returncode, done.stderr) == (2, "error: --storage journal:nowhere.journal: no such journal file\n")
     assert not (tmp_path / "nowhere.journal").exists()

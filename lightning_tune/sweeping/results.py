@@ -20,7 +20,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune.errors import ConfigError
-from lightning_tune.sweeping.study import JOURNAL, check_journal, open_storage
+from lightning_tune.sweeping.study import JOURNAL, check_journal, open_storage, upgrade_schema
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,14 @@ def optimization_results(trials: Sequence[FrozenTrial], maximize: Sequence[bool]
 
 
 def best_config(trial: FrozenTrial, study_name: str, names: Sequence[str], sweep_dir: Path) -> Optional[str]:
-    """The best trial's composed job config, its `trial` node nulled so a rerun reports to no study."""
-    run_dir = trial.user_attrs.get("run_dir")
-    config_path = Path(run_dir or "<no run_dir>") / ".hydra" / "config.yaml"
-    if run_dir is None or not config_path.is_file():
-        log.warning("best.yaml not written: trial %d has no composed config at %s", trial.number, config_path)
+    """The best trial's composed job config, its `trial` node nulled so a rerun reports to no study. It is read
+    from the run directory the trial recorded, or, where that has gone (the sweep directory was moved or copied),
+    from the one of its number in `sweep_dir`."""
+    recorded = Path(trial.user_attrs.get("run_dir") or sweep_dir / str(trial.number))
+    candidates = [recorded / ".hydra" / "config.yaml", sweep_dir / str(trial.number) / ".hydra" / "config.yaml"]
+    config_path = next((path for path in candidates if path.is_file()), None)
+    if config_path is None:
+        log.warning("best.yaml not written: trial %d has no composed config at %s", trial.number, candidates[0])
         return None
     cfg = OmegaConf.load(config_path)
     if OmegaConf.is_dict(cfg.get("trial")):
@@ -344,10 +347,14 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
 
 def load_study(storage: str, study_name: Optional[str]) -> optuna.Study:
     """An existing study, for `scripts/report.py`: errors name the option to fix, on one line."""
-    if storage.startswith(JOURNAL):
-        check_journal(Path(storage[len(JOURNAL) :]), f"--storage {storage}")
     try:
+        if storage.startswith(JOURNAL):
+            check_journal(Path(storage[len(JOURNAL) :]), f"--storage {storage}")
+        else:  # a study of Optuna 2's: the exact command that upgrades it
+            upgrade_schema(storage, None, key="--storage ")
         existing = [summary.study_name for summary in optuna.study.get_all_study_summaries(open_storage(storage))]
+    except ConfigError:
+        raise
     except Exception as error:  # noqa: BLE001 - whatever the storage backend raises, one line for the user
         raise ConfigError(f"--storage {storage}: cannot be read ({first_line(error)})") from None
     if study_name is None:

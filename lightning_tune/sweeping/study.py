@@ -19,6 +19,7 @@ from typing import Any, Optional
 from urllib.parse import unquote
 
 import optuna
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -27,6 +28,13 @@ from lightning_tune.errors import ConfigError
 from lightning_tune.trust import trusted
 
 log = logging.getLogger(__name__)
+
+# A study written by Optuna 2 (every sweep of this project before Optuna 5) stores its params' distributions
+# under Optuna 2's names (UniformDistribution, LogUniformDistribution, ...), which Optuna 5 reads as the new ones,
+# warning on each read, in every process of a resumed sweep: nothing for the user to do, so not shown.
+warnings.filterwarnings(
+    "ignore", r"\w+Distribution has been deprecated in v3\.0\.0", FutureWarning, module="optuna.distributions"
+)
 
 GRID_SAMPLER = "optuna.samplers.GridSampler"
 # the targets of `hydra/sweeper/sampler` and `hydra/sweeper/pruner`: Optuna's, and the Optuna sweeper's NSGA factories
@@ -65,10 +73,17 @@ def storage_url(given: Optional[str], sweep_dir: Path) -> str:
     """The study's storage URL as every process of the sweep opens it: `given` (`hydra.sweeper.storage`), or
     SQLite's `optuna.db` in the sweep directory. A journal file (`journal:<file>`) that is not absolute lies in
     the sweep directory: the trials, wherever they run, get its absolute path. Raises ConfigError for
-    `journal:` without a file."""
+    `journal:` without a file, `journal://...`, or what is no URL (a bare path)."""
     if given is None:
         return f"sqlite:///{sweep_dir / 'optuna.db'}"
+    forms = "journal:<file>, sqlite:///<file> or a database's URL (postgresql://user@host/db)"
+    if given.startswith(f"{JOURNAL}//"):
+        raise ConfigError(f"hydra.sweeper.storage={given!r}: a journal is journal:<file>, without //: "
+                          f"journal:optuna.journal (in the sweep directory) or journal:/shared/path/optuna.journal")  # fmt: skip
     if not given.startswith(JOURNAL):
+        if not re.match(r"^[A-Za-z][\w+.-]*://", given):
+            hint = f"journal:{given}" if given.endswith((".journal", ".log")) else f"sqlite:///{given}"
+            raise ConfigError(f"hydra.sweeper.storage={given!r} is not a storage URL: give {forms} (did you mean {hint}?)")
         return given
     if not (name := given[len(JOURNAL) :].strip()):
         raise ConfigError(
@@ -116,18 +131,18 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url)
 
 
-def upgrade_schema(url: str, database: Optional[Path]) -> None:
+def upgrade_schema(url: str, database: Optional[Path], key: str = "hydra.sweeper.storage=") -> None:
     """Bring a study written by an older Optuna (every sweep of this project before Optuna 5: 2.10's schema) to
     this Optuna's schema, by Optuna's own migrations (`optuna storage upgrade`). A SQLite file of the sweep's
     (`database`) is upgraded in place, a copy of it kept beside it first; another database is refused with the
-    exact command, as other programs may share it. Raises ConfigError then."""
+    exact command, as other programs may share it. Raises ConfigError then, naming the setting by `key`."""
     storage = optuna.storages.RDBStorage(url, skip_compatibility_check=True)
     current, head = storage.get_current_version(), storage.get_head_version()
     if current == head:
         return
     if database is None:
         raise ConfigError(redact(
-            f"hydra.sweeper.storage={url!r} holds studies of an older Optuna (schema {current}, this one needs {head}): "
+            f"{key}{url!r} holds studies of an older Optuna (schema {current}, this one needs {head}): "
             f"upgrade it with `optuna storage upgrade --storage '{url}'`, then run this command again", url
         ))  # fmt: skip
     backup = database.with_name(f"{database.name}.schema-{current}.bak")
@@ -151,7 +166,7 @@ def check_journal(path: Path, key: str) -> None:
             if not isinstance(record, dict) or "op_code" not in record:
                 raise ConfigError(
                     f"{key}: line {number} of {path} is not an Optuna journal record (another file, or a write cut "
-                    f"short by a full disk): restore the journal, or give the sweep another hydra.sweep.dir"
+                    f"short by a full disk): restore it from a copy, or keep the study in another file"
                 )
 
 
@@ -162,7 +177,11 @@ def build_sampler(cfg: DictConfig, **kwargs: Any) -> optuna.samplers.BaseSampler
     `hparams_search=qmc`, not for the user to act on, so its warning is not shown."""
     with trusted(SWEEP_TARGETS), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "QMCSampler is experimental", optuna.exceptions.ExperimentalWarning)
-        return instantiate(cfg, **kwargs)
+        try:
+            return instantiate(cfg, **kwargs)
+        except (InstantiationException, ValueError, TypeError) as error:  # Optuna refused a setting: its reason
+            cause = error.__cause__ or error
+            raise ConfigError(f"hydra.sweeper.sampler: {str(cause).splitlines()[0]}") from None
 
 
 def build_pruner(cfg: dict[str, Any]) -> optuna.pruners.BasePruner:

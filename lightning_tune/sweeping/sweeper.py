@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INTERRUPTED = "interrupted"  # user attr of a trial that a crashed or killed sweep left running
+SWEEP_DIR_ATTR = "sweep_dir"  # study user attr: the sweep directory whose study it is
+STUDY_FILES = ("optuna.db", "optuna.journal")  # the study's file in the sweep directory, by default or as journal:
 
 
 def unvisited(grid: list[dict[str, Any]], study: optuna.Study) -> list[dict[str, Any]]:
@@ -214,10 +216,16 @@ class TuningSweeper(Sweeper):
         """The study, created or resumed; refused when the sweep directory holds runs that it does not know."""
         url, shown = self.storage_url, redact(self.storage_url, self.storage_url)
         database = storage_file(url)
+        inside = database is not None and self.sweep_dir in database.parents
+        if database is not None and not inside and not database.parent.is_dir():  # a typo, or an unmounted share
+            raise ConfigError(f"hydra.sweeper.storage={shown!r}: there is no directory {database.parent}")
         if database is not None and not database.exists():  # opening it would create it: refuse first, leaving
-            check_runs_known(self.sweep_dir, [], shown)  # no empty database behind
+            others = [name for name in STUDY_FILES if (self.sweep_dir / name).exists() and name != database.name]
+            held = f" (this directory holds {', '.join(others)}: another hydra.sweeper.storage?)" if others else ""
+            check_runs_known(self.sweep_dir, [], shown + held)  # no empty database behind
+        known = None
         try:
-            if database is not None:
+            if inside:
                 database.parent.mkdir(parents=True, exist_ok=True)
             if url.startswith(JOURNAL):  # a journal has no schema to upgrade: each line is one operation
                 check_journal(database, f"hydra.sweeper.storage={shown!r}")
@@ -234,6 +242,12 @@ class TuningSweeper(Sweeper):
         except Exception as error:  # a URL that cannot be opened fails here, before any trial runs
             reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
             raise ConfigError(redact(f"hydra.sweeper.storage={shown!r} cannot be opened: {reason}", url)) from None
+        owner = known.user_attrs.get(SWEEP_DIR_ATTR) if known is not None else None
+        if not inside and owner not in (None, str(self.sweep_dir)) and Path(owner).is_dir():
+            raise ConfigError(
+                f"the study {self.study_name!r} in {shown} is the sweep's in {owner}: run that sweep's command to "
+                f"resume it, or give this sweep its own hydra.sweeper.study_name"
+            )
         check_runs_known(self.sweep_dir, [t.number for t in trials if t.state != TrialState.WAITING], shown)
         study = optuna.create_study(
             study_name=self.study_name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
@@ -360,8 +374,10 @@ class TuningSweeper(Sweeper):
             return optuna.samplers.RandomSampler(sweep_seed)
         sampler_cfg = self.config.hydra.sweeper.sampler
         seed = sweep_seed if sampler_cfg.get("seed") is None else int(sampler_cfg.seed)
-        # CMA-ES warns of every param it samples at random, in every trial: `sweep` says it once
-        quiet = {"warn_independent_sampling": False} if sampler_cfg._target_ == "optuna.samplers.CmaEsSampler" else {}
+        # CMA-ES warns of every param it samples at random, in every trial (`sweep` says it once); GP of every param
+        # of a trial it has no model for yet (all of them, with n_startup_trials=0) and of conditional ones
+        modelled = ("optuna.samplers.CmaEsSampler", "optuna.samplers.GPSampler")
+        quiet = {"warn_independent_sampling": False} if sampler_cfg._target_ in modelled else {}
         return build_sampler(sampler_cfg, seed=derive_seed(seed, n_trials_so_far) if n_trials_so_far else seed, **quiet)
 
     @staticmethod
@@ -420,6 +436,7 @@ class TuningSweeper(Sweeper):
         study = self._open_study(directions, self._sampler(sweep_seed, 0, grid is not None))
         if n_so_far := len(study.get_trials(deepcopy=False)):
             study.sampler = self._sampler(sweep_seed, n_so_far, grid is not None)
+        study.set_user_attr(SWEEP_DIR_ATTR, str(self.sweep_dir))  # a storage that sweeps share: whose study it is
         study.set_user_attr("objectives", objectives)
         study.set_user_attr(PRUNER_ATTR, self.pruner_cfg)
         study.set_user_attr("sweep_seed", sweep_seed)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import optuna
 import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
 from omegaconf import DictConfig
 
 from lightning_tune.errors import ConfigError
@@ -25,13 +26,15 @@ from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, build_pruner
 
 
 class PruningCallback(pl.Callback):
-    """Reports the monitored metric after each validation; stops the trial when the pruner says so."""
+    """Reports the monitored metric after each validation of the training; stops the trial when the pruner says
+    so. The best checkpoint's validation after it (`trainer.validate`) neither reports nor prunes: training is over."""
 
     def __init__(self, trial: optuna.trial.Trial, monitor: str) -> None:
         self.trial, self.monitor = trial, monitor
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if not fitting or trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
         epoch = trainer.current_epoch
