@@ -146,7 +146,9 @@ def job_return(job: "submitit.Job", overrides: Sequence[str]) -> SlurmJobReturn:
 def launch_array(
     launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, sweep_dir: Path
 ) -> list[SlurmJobReturn]:
-    """hydra-submitit-launcher's `launch`, except that each job's end is its own trial's result."""
+    """hydra-submitit-launcher's `launch`, except that each job's end is its own trial's result. The jobs are
+    in `launcher.running_jobs` until they end, for `cancel_jobs` (the sweeper's slots launch from threads,
+    so a Ctrl-C reaches the main thread, not the one that waits here)."""
     from submitit.core.utils import FailedJobError
 
     executor = make_executor(launcher.params)
@@ -162,11 +164,16 @@ def launch_array(
         output = output.decode() if isinstance(output, bytes) else output
         raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
     log.info("SLURM job array %s: logs in %s", jobs[0].job_id.split("_")[0], Path(jobs[0].paths.stdout).parent.parent)
+    launcher.running_jobs.update(jobs)
     try:
         return [job_return(job, overrides) for job, overrides in zip(jobs, job_overrides)]
-    except KeyboardInterrupt:  # Ctrl-C on the sweep: its jobs go too; the same command resumes the study
+    finally:
+        launcher.running_jobs.difference_update(jobs)
+
+
+def cancel_jobs(jobs: "set[submitit.Job]") -> None:
+    """Cancel the sweep's jobs in flight (on Ctrl-C, or an error that ends the sweep): the same command resumes."""
+    if jobs:
         for job in jobs:
             job.cancel(check=False)
-        log.warning("Interrupted: cancelled SLURM jobs %s", " ".join(job.job_id for job in jobs))
-        raise
-
+        log.warning("Interrupted: cancelled SLURM jobs %s", " ".join(sorted(job.job_id for job in jobs)))

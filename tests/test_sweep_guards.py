@@ -130,12 +130,11 @@ def test_a_trial_whose_directory_exists_is_not_launched_and_fails_saying_why(tmp
     sweeper.sweep_dir, sweeper.hydra_context, sweeper.config = tmp_path, SimpleNamespace(config_loader=Mock()), None
     sweeper.launcher = SimpleNamespace(launch=lambda jobs, initial_job_idx: launched.append(initial_job_idx) or [])
     (tmp_path / "3").mkdir()
-    for trials in ([SimpleNamespace(number=3)], [SimpleNamespace(number=3), SimpleNamespace(number=4)]):
-        ret = sweeper._launch(trials, [["optimizer.lr=0.1"]] * len(trials))[0]
-        state, _, reason = trial_outcome(ret, 1)
-        assert state == TrialState.FAIL
-        assert reason == f"RuntimeError: not run: {tmp_path / '3'} already holds another run"
-    assert launched == [4]  # the batch's other trial ran
+    state, _, reason = trial_outcome(sweeper._launch(SimpleNamespace(number=3), ["optimizer.lr=0.1"]), 1)
+    assert state == TrialState.FAIL
+    assert reason == f"RuntimeError: not run: {tmp_path / '3'} already holds another run"
+    sweeper._launch(SimpleNamespace(number=4), ["optimizer.lr=0.1"])
+    assert launched == [4]  # the next trial, whose directory is free, ran
 
 
 def snapshot(sweep_dir: Path) -> dict[str, tuple[int, int]]:
@@ -294,3 +293,21 @@ def test_parallel_trials_record_each_its_own_duration(tmp_path):
         assert own - 0.1 < duration < own + 1.0, (number, duration, own)
     assert durations[0] < durations[1] - 1, durations
     assert "Trial 0 (1 of 2 finished) COMPLETE" in sweep.output and f"in {durations[0]:.1f} s" in sweep.output
+
+
+@pytest.mark.slow
+def test_a_parallel_slot_that_frees_gets_the_next_trial_at_once(tmp_path):
+    """Two slots, a long trial first and four short ones: the short ones run one after another on the other
+    slot while the long one runs. A sweep that waited for each batch's slowest trial could not start trial 2
+    before trial 0 ended. The schedule is read from the study (asked = started, told = ended), not a clock."""
+    sweep = run_sweep(
+        tmp_path / "sweep", "hparams_search=random", *ONLY_LR, "trainer=cpu", "logger=none", *JOBLIB,
+        "+trainer.limit_train_batches=30", "trainer.max_epochs=choice(1,40)",
+        enqueue({"trainer.max_epochs": "40"}, *[{"trainer.max_epochs": "1"}] * 4), "hydra.sweeper.n_trials=5",
+    ).ok()  # fmt: skip
+    trials = sweep.trials()
+    assert [trial.params["trainer.max_epochs"] for trial in trials] == [40, 1, 1, 1, 1]
+    long, short = trials[0], trials[1:]
+    for earlier, later in zip(short, short[1:]):
+        assert earlier.datetime_complete <= later.datetime_start, "one slot: one short trial after another"
+    assert short[-1].datetime_complete < long.datetime_complete, [(t.datetime_start, t.datetime_complete) for t in trials]
