@@ -296,18 +296,25 @@ def test_parallel_trials_record_each_its_own_duration(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_parallel_slot_that_frees_gets_the_next_trial_at_once(tmp_path):
+@pytest.mark.parametrize("wait_for_batch", [False, True])
+def test_a_parallel_slot_that_frees_gets_the_next_trial_at_once(tmp_path, wait_for_batch):
     """Two slots, a long trial first and four short ones: the short ones run one after another on the other
-    slot while the long one runs. A sweep that waited for each batch's slowest trial could not start trial 2
-    before trial 0 ended. The schedule is read from the study (asked = started, told = ended), not a clock."""
+    slot while the long one runs. A sweep that waits for each batch's slowest trial (`wait_for_batch=true`)
+    cannot start trial 2 before trial 0 ends. The schedule is read from the study (asked = started, told =
+    ended), not a clock."""
     sweep = run_sweep(
         tmp_path / "sweep", "hparams_search=random", *ONLY_LR, "trainer=cpu", "logger=none", *JOBLIB,
         "+trainer.limit_train_batches=30", "trainer.max_epochs=choice(1,40)",
-        enqueue({"trainer.max_epochs": "40"}, *[{"trainer.max_epochs": "1"}] * 4), "hydra.sweeper.n_trials=5",
+        f"hydra.sweeper.wait_for_batch={wait_for_batch}", enqueue({"trainer.max_epochs": "40"}, *[{"trainer.max_epochs": "1"}] * 4), "hydra.sweeper.n_trials=5",
     ).ok()  # fmt: skip
     trials = sweep.trials()
     assert [trial.params["trainer.max_epochs"] for trial in trials] == [40, 1, 1, 1, 1]
     long, short = trials[0], trials[1:]
+    schedule = [(t.number, t.datetime_start, t.datetime_complete) for t in trials]
+    if wait_for_batch:  # batches (0, 1), (2, 3), (4): each starts once the one before has ended
+        assert short[1].datetime_start >= long.datetime_complete, schedule
+        assert short[3].datetime_start >= max(long.datetime_complete, short[2].datetime_complete), schedule
+        return
     for earlier, later in zip(short, short[1:]):
-        assert earlier.datetime_complete <= later.datetime_start, "one slot: one short trial after another"
-    assert short[-1].datetime_complete < long.datetime_complete, [(t.datetime_start, t.datetime_complete) for t in trials]
+        assert earlier.datetime_complete <= later.datetime_start, schedule  # one slot: one short trial after another
+    assert short[-1].datetime_complete < long.datetime_complete, schedule  # all while the long one ran

@@ -151,6 +151,7 @@ class TuningSweeper(Sweeper):
         study_name: str,
         n_trials: int,
         n_jobs: int,
+        wait_for_batch: bool,
         max_failure_rate: float,
         params: Optional[DictConfig],
         custom_search_space: Optional[str],
@@ -163,7 +164,7 @@ class TuningSweeper(Sweeper):
         self.custom_search_space = custom_search_space  # refused in `sweep`, on one line
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate, self.params = n_trials, n_jobs, max_failure_rate, params
-        self.timeout_s = timeout_s
+        self.timeout_s, self.wait_for_batch = timeout_s, wait_for_batch
         self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
         self.warm_start = warm_start
 
@@ -450,7 +451,7 @@ class TuningSweeper(Sweeper):
         started, stop, too_many_failed = time.monotonic(), "", False
         try:
             while True:
-                for slot in slots.free():
+                for slot in slots.free() if not (self.wait_for_batch and slots.busy) else []:
                     remaining = n_trials - self._finished(study) - len(slots.busy)
                     if stop or remaining <= 0:
                         break
