@@ -313,7 +313,7 @@ def test_a_parallel_slot_that_frees_gets_the_next_trial_at_once(tmp_path, wait_f
     schedule = [(t.number, t.datetime_start, t.datetime_complete) for t in trials]
     if wait_for_batch:  # batches (0, 1), (2, 3), (4): each starts once the one before has ended
         assert short[1].datetime_start >= long.datetime_complete, schedule
-        assert short[3].datetime_start >= max(long.datetime_complete, short[2].datetime_complete), schedule
+        assert short[3].datetime_start >= max(short[1].datetime_complete, short[2].datetime_complete), schedule
         return
     for earlier, later in zip(short, short[1:]):
         assert earlier.datetime_complete <= later.datetime_start, schedule  # one slot: one short trial after another
