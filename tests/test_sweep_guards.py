@@ -65,6 +65,14 @@ def session_processes(session: int) -> list[int]:
     return pids
 
 
+def has_open_file_in(pid: int, directory: Path) -> bool:
+    """Whether the process holds a file of `directory` open (a trial's process: its log)."""
+    try:
+        return any(str(directory) in os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # it ended, or a descriptor closed meanwhile
+        return False
+
+
 def first_epoch_done(sweep_dir: Path, number: int) -> Callable[[], bool]:
     return (sweep_dir / str(number) / "checkpoints" / "best.ckpt").is_file
 
@@ -273,6 +281,32 @@ def test_a_stopped_joblib_sweep_leaves_no_process_behind(tmp_path, stop):
             except ProcessLookupError:
                 pass
         process.kill()
+
+
+@pytest.mark.slow
+def test_a_trial_whose_joblib_worker_dies_is_interrupted_and_its_configuration_retried_at_once(tmp_path):
+    """kill -9 of a worker in trial 0's first epoch: loky's pool breaks, taking trial 1 with it. Both are
+    interrupted, with the reason, their configurations run again in the same sweep, and it ends with
+    n_trials finished, without a rerun."""
+    sweep_dir = tmp_path / "sweep"
+    process, log = start_sweep(sweep_dir, *LONG, *JOBLIB, "hydra.sweeper.n_trials=3")
+    try:
+        wait_for(first_epoch_done(sweep_dir, 0), "trial 0's first epoch", process, log)
+        (worker,) = [pid for pid in session_processes(process.pid) if has_open_file_in(pid, sweep_dir / "0")]
+        os.kill(worker, signal.SIGKILL)
+        sweep = finished(process, log, sweep_dir).ok()
+    finally:
+        process.kill()
+    trials = sweep.trials()
+    died = [trial for trial in trials if trial.user_attrs.get(INTERRUPTED)]
+    assert died and died[0].number == 0, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
+    for trial in died:
+        assert trial.state == TrialState.FAIL
+        assert trial.user_attrs["fail_reason"].startswith("interrupted: its worker process died ("), trial.user_attrs
+        (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
+        assert retry.params == trial.params and retry.state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE and not t.user_attrs.get(INTERRUPTED) for t in trials) == 3
+    assert "Resuming" not in sweep.output  # all in the one run
 
 
 # --- each trial's own time ----------------------------------------------------------------------

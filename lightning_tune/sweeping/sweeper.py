@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from lightning_tune.console import hydra_error_line
-from lightning_tune.errors import ConfigError, TrainingDiverged
+from lightning_tune.errors import ConfigError, TrainingDiverged, TrialProcessDied
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.private_hydra import failed_job_error
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
@@ -33,7 +34,7 @@ from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
 from lightning_tune.sweeping.jobs import DURATION, TrialJobs, job_duration
 from lightning_tune.sweeping.private_optuna import set_running_trial_attrs
-from lightning_tune.sweeping.results import write_progress, write_report
+from lightning_tune.sweeping.results import first_line, write_progress, write_report
 from lightning_tune.sweeping.slots import Slots
 from lightning_tune.sweeping.space import (
     check_enqueued,
@@ -64,7 +65,8 @@ from lightning_tune.sweeping.study import (
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-INTERRUPTED = "interrupted"  # user attr of a trial that a crashed or killed sweep left running
+INTERRUPTED = "interrupted"  # user attr of a trial that a killed sweep left running, or whose process died
+RETRY_OF = "retry_of"  # user attr of the trial that runs a died trial's configuration again: that trial's number
 
 
 def unvisited(grid: list[dict[str, Any]], study: optuna.Study) -> list[dict[str, Any]]:
@@ -128,8 +130,8 @@ def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Option
             return TrialState.FAIL, None, f"diverged: {error}"
         if isinstance(error, ConfigError):
             return TrialState.FAIL, None, f"invalid config: {error}"
-        if isinstance(error, SlurmJobFailed):
-            return TrialState.FAIL, None, str(error)  # it names the job and SLURM's state
+        if isinstance(error, (SlurmJobFailed, TrialProcessDied)):
+            return TrialState.FAIL, None, str(error)  # it names the job and SLURM's state, or the worker
         return TrialState.FAIL, None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     raw = ret.return_value
     values = [float(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw])]
@@ -459,10 +461,10 @@ class TuningSweeper(Sweeper):
                         stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
                         log.info("Stopping: %s", stop)
                         break
-                    if grid is not None:
+                    if grid is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                         if not (points := unvisited(grid, study)):
                             break  # every point is finished or running
-                        study.enqueue_trial(points[0])
+                        study.enqueue_trial(points[0])  # unless a died trial's point waits to run again
                     trial = study.ask()
                     overrides = [
                         *self._suggest([trial], space)[0],
@@ -503,6 +505,8 @@ class TuningSweeper(Sweeper):
             return not_run(overrides, RuntimeError(f"not run: {path} already holds another run"))
         try:
             (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+        except BrokenExecutor as error:  # a joblib worker died (kill -9, out of memory): its pool goes with it
+            return not_run(overrides, TrialProcessDied(f"its worker process died ({first_line(error)})"))
         except Exception as error:  # noqa: BLE001 - raised before the job ran: it did not compose
             return composition_failure(overrides, error)
         return ret
@@ -527,7 +531,14 @@ class TuningSweeper(Sweeper):
         return extra
 
     def _record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_obj: int) -> None:
+        """Tell the study how the trial ended. A trial whose process died is `INTERRUPTED`, as a killed sweep's
+        are, and its configuration runs again at once; if that run's process dies too, it fails for good."""
         state, values, reason = trial_outcome(ret, n_obj)
+        died = ret.status == JobStatus.FAILED and isinstance(failed_job_error(ret), TrialProcessDied)
+        if died and RETRY_OF not in trial.user_attrs:
+            trial.set_user_attr(INTERRUPTED, True)
+            study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number})
+            reason = f"interrupted: {reason}; its configuration is retried"
         trial.set_user_attr("duration_s", job_duration(ret))  # its own, timed where it ran; None: unknown
         if ret.hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(Path(ret.hydra_cfg.hydra.runtime.output_dir).absolute()))
