@@ -1,4 +1,4 @@
-"""The one exception type for a user's configuration mistake."""
+"""The exceptions that say why a run or a trial ended: a user's configuration mistake, a diverged loss, a dead process."""
 
 
 class ConfigError(ValueError):
@@ -7,3 +7,8 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: the run stops at once, and a sweep records why."""
+
+
+class TrialProcessDied(RuntimeError):
+    """The process that ran a trial died under it (killed, out of memory, its node lost), through no fault of
+    the trial's configuration: a sweep runs that configuration again, once."""

@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from omegaconf import OmegaConf
 
-from lightning_tune.errors import ConfigError
+from lightning_tune.errors import ConfigError, TrialProcessDied
 from lightning_tune.sweeping.jobs import DURATION, job_duration
 
 if TYPE_CHECKING:
@@ -54,8 +54,16 @@ class SlurmJobReturn(JobReturn):
 
 
 class SlurmJobFailed(Exception):
-    """The job ended without a result: cancelled, out of time or memory, its node failed, or its Python
-    did not start."""
+    """The job ended without a result: out of time, or its Python did not start."""
+
+
+class SlurmJobDied(SlurmJobFailed, TrialProcessDied):
+    """SLURM ended the job under its trial: cancelled, out of memory, its node failed or lost, preempted."""
+
+
+# SLURM's states of a job that ended under its trial (`sacct --helpformat`, "JOB STATE CODES" of sacct(1)):
+# a TIMEOUT is the trial's own length, and would come again
+DIED = ("CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE")
 
 
 def make_executor(params: dict[str, Any]) -> "submitit.AutoExecutor":
@@ -132,11 +140,15 @@ def failure_reason(job: "submitit.Job", error: Exception) -> str:
 
 def job_return(job: "submitit.Job", overrides: Sequence[str]) -> SlurmJobReturn:
     """The trial's return from its job; a job that SLURM ended fails this trial, not the sweep."""
+    from submitit.core.utils import FailedJobError
+
     try:
         ret: JobReturn = job.results()[0]
     except Exception as error:  # noqa: BLE001 - submitit's errors for a job without a result
         ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
-        ret.return_value = SlurmJobFailed(failure_reason(job, error))
+        reason = failure_reason(job, error)
+        died = not isinstance(error, FailedJobError) and str(job.state).startswith(DIED)
+        ret.return_value = (SlurmJobDied if died else SlurmJobFailed)(reason)
     copied = {field.name: getattr(ret, field.name) for field in fields(JobReturn)}
     slurm_ret = SlurmJobReturn(**copied, job_id=str(job.job_id), log=str(job.paths.stdout))
     setattr(slurm_ret, DURATION, job_duration(ret))  # timed inside the job
@@ -146,7 +158,9 @@ def job_return(job: "submitit.Job", overrides: Sequence[str]) -> SlurmJobReturn:
 def launch_array(
     launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, sweep_dir: Path
 ) -> list[SlurmJobReturn]:
-    """hydra-submitit-launcher's `launch`, except that each job's end is its own trial's result."""
+    """hydra-submitit-launcher's `launch`, except that each job's end is its own trial's result. The jobs are
+    in `launcher.running_jobs` until they end, for `cancel_jobs` (the sweeper's slots launch from threads,
+    so a Ctrl-C reaches the main thread, not the one that waits here)."""
     from submitit.core.utils import FailedJobError
 
     executor = make_executor(launcher.params)
@@ -162,11 +176,16 @@ def launch_array(
         output = output.decode() if isinstance(output, bytes) else output
         raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
     log.info("SLURM job array %s: logs in %s", jobs[0].job_id.split("_")[0], Path(jobs[0].paths.stdout).parent.parent)
+    launcher.running_jobs.update(jobs)
     try:
         return [job_return(job, overrides) for job, overrides in zip(jobs, job_overrides)]
-    except KeyboardInterrupt:  # Ctrl-C on the sweep: its jobs go too; the same command resumes the study
+    finally:
+        launcher.running_jobs.difference_update(jobs)
+
+
+def cancel_jobs(jobs: "set[submitit.Job]") -> None:
+    """Cancel the sweep's jobs in flight (on Ctrl-C, or an error that ends the sweep): the same command resumes."""
+    if jobs:
         for job in jobs:
             job.cancel(check=False)
-        log.warning("Interrupted: cancelled SLURM jobs %s", " ".join(job.job_id for job in jobs))
-        raise
-
+        log.warning("Interrupted: cancelled SLURM jobs %s", " ".join(sorted(job.job_id for job in jobs)))

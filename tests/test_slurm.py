@@ -36,7 +36,7 @@ from lightning_tune.private_submitit import sbatch_script
 from lightning_tune.requeue import cluster_plugins, requeue_on_signal
 from lightning_tune.run import train
 from lightning_tune.slurm import SlurmJobFailed, check_submission, job_return, make_executor
-from lightning_tune.sweeping.sweeper import launcher_parallelism
+from lightning_tune.sweeping.sweeper import INTERRUPTED, launcher_parallelism
 
 
 
@@ -278,8 +278,8 @@ def test_a_tpe_sweep_on_slurm_leaves_what_a_local_one_does_with_the_same_values(
         assert own - 0.1 < float(row["duration_s"]) < own + 1.0, (row, own)
         job_log = Path(row["log"]).read_text() + Path(row["log"]).with_suffix(".err").read_text()
         assert "Using bfloat16 Automatic Mixed Precision" in job_log  # the precision went with the config
-    assert re.fullmatch(r"\d+_0", rows[0]["job_id"])  # the first two trials: one job array
-    assert rows[0]["job_id"].split("_")[0] == rows[1]["job_id"].split("_")[0]
+    # each trial its own job, submitted as its slot frees: no trial waits for another's job
+    assert len({row["job_id"] for row in rows}) == 3, rows
     assert "SLURM job array" in slurm.output
 
 
@@ -374,15 +374,20 @@ def one_long_trial(partition: str, sweep_dir: Path, *args: str) -> tuple[subproc
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_trial_whose_job_slurm_cancels_fails_with_the_jobs_state(partition, tmp_path):
+def test_a_trial_whose_job_slurm_cancels_is_interrupted_and_its_configuration_retried(partition, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    process, log, job_id = one_long_trial(partition, sweep_dir, "hydra.sweeper.max_failure_rate=1.0")
+    process, log, job_id = one_long_trial(partition, sweep_dir)
     subprocess.run(["scancel", job_id], check=True)
     sweep = finished(process, log, sweep_dir).ok()
-    (trial,) = sweep.trials()
-    assert trial.state == TrialState.FAIL
-    assert trial.user_attrs["fail_reason"] == f"SLURM job {job_id} ended without a result (state CANCELLED by 0)"
-    assert sweep.rows()[0]["job_id"] == job_id
+    cancelled, retried = sweep.trials()
+    assert cancelled.state == TrialState.FAIL and cancelled.user_attrs[INTERRUPTED]
+    assert cancelled.user_attrs["fail_reason"] == (
+        f"interrupted: SLURM job {job_id} ended without a result (state CANCELLED by 0); its configuration is retried"
+    )
+    assert retried.user_attrs["retry_of"] == 0 and retried.params == cancelled.params
+    assert retried.state == TrialState.COMPLETE
+    rows = sweep.rows()
+    assert rows[0]["job_id"] == job_id and rows[1]["job_id"] not in ("", job_id)
 
 
 @pytest.mark.slurm

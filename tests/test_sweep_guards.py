@@ -65,6 +65,14 @@ def session_processes(session: int) -> list[int]:
     return pids
 
 
+def has_open_file_in(pid: int, directory: Path) -> bool:
+    """Whether the process holds a file of `directory` open (a trial's process: its log)."""
+    try:
+        return any(str(directory) in os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # it ended, or a descriptor closed meanwhile
+        return False
+
+
 def first_epoch_done(sweep_dir: Path, number: int) -> Callable[[], bool]:
     return (sweep_dir / str(number) / "checkpoints" / "best.ckpt").is_file
 
@@ -130,12 +138,11 @@ def test_a_trial_whose_directory_exists_is_not_launched_and_fails_saying_why(tmp
     sweeper.sweep_dir, sweeper.hydra_context, sweeper.config = tmp_path, SimpleNamespace(config_loader=Mock()), None
     sweeper.launcher = SimpleNamespace(launch=lambda jobs, initial_job_idx: launched.append(initial_job_idx) or [])
     (tmp_path / "3").mkdir()
-    for trials in ([SimpleNamespace(number=3)], [SimpleNamespace(number=3), SimpleNamespace(number=4)]):
-        ret = sweeper._launch(trials, [["optimizer.lr=0.1"]] * len(trials))[0]
-        state, _, reason = trial_outcome(ret, 1)
-        assert state == TrialState.FAIL
-        assert reason == f"RuntimeError: not run: {tmp_path / '3'} already holds another run"
-    assert launched == [4]  # the batch's other trial ran
+    state, _, reason = trial_outcome(sweeper._launch(SimpleNamespace(number=3), ["optimizer.lr=0.1"]), 1)
+    assert state == TrialState.FAIL
+    assert reason == f"RuntimeError: not run: {tmp_path / '3'} already holds another run"
+    sweeper._launch(SimpleNamespace(number=4), ["optimizer.lr=0.1"])
+    assert launched == [4]  # the next trial, whose directory is free, ran
 
 
 def snapshot(sweep_dir: Path) -> dict[str, tuple[int, int]]:
@@ -301,6 +308,32 @@ def test_a_stopped_joblib_sweep_leaves_no_process_behind(tmp_path, stop):
         process.kill()
 
 
+@pytest.mark.slow
+def test_a_trial_whose_joblib_worker_dies_is_interrupted_and_its_configuration_retried_at_once(tmp_path):
+    """kill -9 of a worker in trial 0's first epoch: loky's pool breaks, taking trial 1 with it. Both are
+    interrupted, with the reason, their configurations run again in the same sweep, and it ends with
+    n_trials finished, without a rerun."""
+    sweep_dir = tmp_path / "sweep"
+    process, log = start_sweep(sweep_dir, *LONG, *JOBLIB, "hydra.sweeper.n_trials=3")
+    try:
+        wait_for(first_epoch_done(sweep_dir, 0), "trial 0's first epoch", process, log)
+        (worker,) = [pid for pid in session_processes(process.pid) if has_open_file_in(pid, sweep_dir / "0")]
+        os.kill(worker, signal.SIGKILL)
+        sweep = finished(process, log, sweep_dir).ok()
+    finally:
+        process.kill()
+    trials = sweep.trials()
+    died = [trial for trial in trials if trial.user_attrs.get(INTERRUPTED)]
+    assert died and died[0].number == 0, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
+    for trial in died:
+        assert trial.state == TrialState.FAIL
+        assert trial.user_attrs["fail_reason"].startswith("interrupted: its worker process died ("), trial.user_attrs
+        (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
+        assert retry.params == trial.params and retry.state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE and not t.user_attrs.get(INTERRUPTED) for t in trials) == 3
+    assert "Resuming" not in sweep.output  # all in the one run
+
+
 # --- each trial's own time ----------------------------------------------------------------------
 @pytest.mark.slow
 def test_parallel_trials_record_each_its_own_duration(tmp_path):
@@ -319,3 +352,28 @@ def test_parallel_trials_record_each_its_own_duration(tmp_path):
         assert own - 0.1 < duration < own + 1.0, (number, duration, own)
     assert durations[0] < durations[1] - 1, durations
     assert "Trial 0 (1 of 2 finished) COMPLETE" in sweep.output and f"in {durations[0]:.1f} s" in sweep.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wait_for_batch", [False, True])
+def test_a_parallel_slot_that_frees_gets_the_next_trial_at_once(tmp_path, wait_for_batch):
+    """Two slots, a long trial first and four short ones: the short ones run one after another on the other
+    slot while the long one runs. A sweep that waits for each batch's slowest trial (`wait_for_batch=true`)
+    cannot start trial 2 before trial 0 ends. The schedule is read from the study (asked = started, told =
+    ended), not a clock."""
+    sweep = run_sweep(
+        tmp_path / "sweep", "hparams_search=random", *ONLY_LR, "trainer=cpu", "logger=none", *JOBLIB,
+        "+trainer.limit_train_batches=30", "trainer.max_epochs=choice(1,40)",
+        f"hydra.sweeper.wait_for_batch={wait_for_batch}", enqueue({"trainer.max_epochs": "40"}, *[{"trainer.max_epochs": "1"}] * 4), "hydra.sweeper.n_trials=5",
+    ).ok()  # fmt: skip
+    trials = sweep.trials()
+    assert [trial.params["trainer.max_epochs"] for trial in trials] == [40, 1, 1, 1, 1]
+    long, short = trials[0], trials[1:]
+    schedule = [(t.number, t.datetime_start, t.datetime_complete) for t in trials]
+    if wait_for_batch:  # batches (0, 1), (2, 3), (4): each starts once the one before has ended
+        assert short[1].datetime_start >= long.datetime_complete, schedule
+        assert short[3].datetime_start >= max(short[1].datetime_complete, short[2].datetime_complete), schedule
+        return
+    for earlier, later in zip(short, short[1:]):
+        assert earlier.datetime_complete <= later.datetime_start, schedule  # one slot: one short trial after another
+    assert short[-1].datetime_complete < long.datetime_complete, schedule  # all while the long one ran

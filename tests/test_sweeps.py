@@ -40,7 +40,7 @@ from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.sweeping.config import sweep_id
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.sweeping.space import SearchSpace, flatten_params, grid_choices, parse_search_space
-from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, assign_gpus, trial_outcome
+from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, slot_gpu, trial_outcome
 from lightning_tune.sweeping.study import derive_seed
 from sweeping import ENV, JOURNAL, ONLY_LR, PRUNING, STUDY, TINY, Sweep, command, enqueue, run_sweep
 
@@ -177,6 +177,7 @@ JOBS: dict[str, Job] = {
     )),  # fmt: skip
     "grid_resume": Job(grid_resume),
     "grid": Job(sweep_job(*GRID, *TINY)),
+    "grid_joblib": Job(sweep_job(*GRID, *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")),  # 2 points at once
     "prune_median": Job(sweep_job(*PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2")),
     "prune_median_journal": Job(sweep_job(
         *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2", JOURNAL,
@@ -296,7 +297,7 @@ def params_key(trial: FrozenTrial) -> tuple:
 
 # --- every preset -----------------------------------------------------------------------------
 @pytest.mark.slow
-@uses("grid")
+@uses("grid", "grid_joblib")
 def test_grid_runs_each_point_once_in_directories_numbered_by_trial(sweep):
     sweep.ok()
     trials = sweep.trials()
@@ -600,7 +601,7 @@ def test_enqueued_and_warm_start_configurations_run_first(sweep, sweep_pool):
 
 @pytest.mark.slow
 @uses("timeout")
-def test_timeout_stops_the_sweep_after_the_running_batch(sweep):
+def test_timeout_stops_the_sweep_after_the_running_trials(sweep):
     assert len(sweep.ok().trials()) == 1
     assert "Stopping: hydra.sweeper.timeout_s=0.5 reached with 4 trial(s) to go" in sweep.output
     assert [row["state"] for row in sweep.rows()] == ["COMPLETE"]
@@ -798,12 +799,12 @@ def test_a_presets_sampler_suggests_the_same_trials_for_the_same_seed(preset):
     assert preset_suggestions(preset, seed=4)[1:] != first[1:]  # not only trial 0: unscrambled Sobol's were
 
 
-def test_assign_gpus_gives_each_parallel_trial_its_own_gpu():
-    assert assign_gpus(2, 2) == [0, 1]
-    assert assign_gpus(3, 4) == [0, 1, 2]
-    assert assign_gpus(5, 2) == [0, 1, 0, 1, 0]  # more trials than GPUs: round robin
-    assert assign_gpus(2, 1) == [None, None]  # one GPU or none: every trial uses the trainer's default
-    assert assign_gpus(3, 0) == [None, None, None]
+def test_each_parallel_slot_keeps_its_own_gpu():
+    assert [slot_gpu(slot, 2) for slot in range(2)] == [0, 1]
+    assert [slot_gpu(slot, 4) for slot in range(3)] == [0, 1, 2]
+    assert [slot_gpu(slot, 2) for slot in range(5)] == [0, 1, 0, 1, 0]  # more slots than GPUs: round robin
+    assert [slot_gpu(slot, 1) for slot in range(2)] == [None, None]  # one GPU or none: the trainer's default
+    assert [slot_gpu(slot, 0) for slot in range(3)] == [None, None, None]
 
 
 class FakeTrial:

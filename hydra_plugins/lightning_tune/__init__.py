@@ -60,6 +60,7 @@ class LightningTuneSlurmLauncher(SlurmLauncher):
         from lightning_tune.slurm import check_submission
 
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.running_jobs: set = set()  # submitit.Job of the trials in flight
         try:
             check_submission(self.params)
         except ConfigError as error:  # before the sweeper has written anything
@@ -73,6 +74,12 @@ class LightningTuneSlurmLauncher(SlurmLauncher):
             return launch_array(self, job_overrides, initial_job_idx, Path(str(self.config.hydra.sweep.dir)))
         except ConfigError as error:  # sbatch refused the array
             sys.exit(f"error: {error}")
+
+    def cancel_running(self) -> None:
+        """Cancel the jobs of the trials in flight: the sweeper calls it when it stops early (Ctrl-C)."""
+        from lightning_tune.slurm import cancel_jobs
+
+        cancel_jobs(self.running_jobs)
 
     def __call__(self, *args: Any) -> JobReturn:  # in the SLURM job, and again in each requeued run
         from lightning_tune.requeue import requeue_on_signal

@@ -66,8 +66,11 @@ class TuningSweeperConf(OptunaSweeperConf):
     storage: Optional[Any] = None
     study_name: Optional[str] = "lightning-tune"
     n_trials: int = setting(AT_LEAST_1, 20)
-    # trials launched together; with the joblib launcher, its n_jobs when that is larger
+    # trials in flight at once; with the joblib or SLURM launcher, its n_jobs or array_parallelism when larger
     n_jobs: int = setting(AT_LEAST_1, 1)
+    # false: a slot that frees gets the next trial at once; true: the slots' trials are asked together and the
+    # next ones only once all have ended, so that the same seed gives the same trials with parallel slots too
+    wait_for_batch: bool = False
     # the sweep stops once more than this share of n_trials has failed
     max_failure_rate: float = setting(SHARE, 0.5)
     pruner: Any = MISSING  # Any, not PrunerConf: the chosen pruner keeps its own schema, and its valid values
@@ -87,7 +90,8 @@ PRUNERS = {"median": MedianPrunerConf, "asha": ASHAPrunerConf, "hyperband": Hype
 
 # Overrides that change how much or where a sweep runs, not what it searches: resuming with a larger
 # n_trials or another launcher keeps the same study.
-NOT_IN_SWEEP_ID = ("hydra.sweeper.n_trials", "hydra.sweeper.timeout_s", "hydra.sweeper.n_jobs", "hydra.launcher",
+NOT_IN_SWEEP_ID = ("hydra.sweeper.n_trials", "hydra.sweeper.timeout_s", "hydra.sweeper.n_jobs",
+                   "hydra.sweeper.wait_for_batch", "hydra.launcher",
                    "hydra/launcher", "launcher", "hydra.sweep.", "hydra.job_logging", "hydra.verbose")  # fmt: skip
 
 

@@ -2,14 +2,17 @@
 
 Its config extends hydra-optuna-sweeper's (`config.py`), and its params are parsed as that sweeper parses
 them (`space.py`); the loop is ours, because the Optuna sweeper's cannot resume, prune, survive a NaN
-trial, number jobs by trial, fit its search space to the chosen config groups or run a grid point only once.
+trial, number jobs by trial, fit its search space to the chosen config groups, run a grid point only once
+or keep every parallel slot busy (it waits for a whole batch).
 """
 
 import ctypes
+import functools
 import logging
 import math
 import os
 import time
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
@@ -23,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from lightning_tune.console import hydra_error_line
-from lightning_tune.errors import ConfigError, TrainingDiverged
+from lightning_tune.errors import ConfigError, TrainingDiverged, TrialProcessDied
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.private_hydra import failed_job_error
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
@@ -31,7 +34,8 @@ from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
 from lightning_tune.sweeping.jobs import DURATION, TrialJobs, job_duration
 from lightning_tune.sweeping.private_optuna import set_running_trial_attrs
-from lightning_tune.sweeping.results import write_progress, write_report
+from lightning_tune.sweeping.results import first_line, write_progress, write_report
+from lightning_tune.sweeping.slots import Slots
 from lightning_tune.sweeping.space import (
     check_enqueued,
     SearchSpace,
@@ -61,7 +65,8 @@ from lightning_tune.sweeping.study import (
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-INTERRUPTED = "interrupted"  # user attr of a trial that a crashed or killed sweep left running
+INTERRUPTED = "interrupted"  # user attr of a trial that a killed sweep left running, or whose process died
+RETRY_OF = "retry_of"  # user attr of the trial that runs a died trial's configuration again: that trial's number
 SWEEP_DIR_ATTR = "sweep_dir"  # study user attr: the sweep directory whose study it is
 STUDY_FILES = ("optuna.db", "optuna.journal")  # the study's file in the sweep directory, by default or as journal:
 
@@ -112,11 +117,9 @@ def return_freed_memory() -> None:
         pass
 
 
-def assign_gpus(batch_size: int, gpu_count: int) -> list[Optional[int]]:
-    """GPU index of each parallel trial in a batch: one GPU each, round robin; None without GPUs."""
-    if gpu_count < 2:
-        return [None] * batch_size
-    return [slot % gpu_count for slot in range(batch_size)]
+def slot_gpu(slot: int, gpu_count: int) -> Optional[int]:
+    """The GPU index that the trials of a parallel slot use, round robin; None with fewer than two GPUs."""
+    return slot % gpu_count if gpu_count > 1 else None
 
 
 def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Optional[list[float]], str]:
@@ -129,8 +132,8 @@ def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Option
             return TrialState.FAIL, None, f"diverged: {error}"
         if isinstance(error, ConfigError):
             return TrialState.FAIL, None, f"invalid config: {error}"
-        if isinstance(error, SlurmJobFailed):
-            return TrialState.FAIL, None, str(error)  # it names the job and SLURM's state
+        if isinstance(error, (SlurmJobFailed, TrialProcessDied)):
+            return TrialState.FAIL, None, str(error)  # it names the job and SLURM's state, or the worker
         return TrialState.FAIL, None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     raw = ret.return_value
     values = [float(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw])]
@@ -152,6 +155,7 @@ class TuningSweeper(Sweeper):
         study_name: str,
         n_trials: int,
         n_jobs: int,
+        wait_for_batch: bool,
         max_failure_rate: float,
         params: Optional[DictConfig],
         custom_search_space: Optional[str],
@@ -164,7 +168,7 @@ class TuningSweeper(Sweeper):
         self.custom_search_space = custom_search_space  # refused in `sweep`, on one line
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate, self.params = n_trials, n_jobs, max_failure_rate, params
-        self.timeout_s = timeout_s
+        self.timeout_s, self.wait_for_batch = timeout_s, wait_for_batch
         self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
         self.warm_start = warm_start
 
@@ -182,7 +186,9 @@ class TuningSweeper(Sweeper):
         )
         self.pruner_cfg = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
         self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
-        self.batch_size = max(self.n_jobs, launcher_parallelism(config.hydra.launcher))
+        # trials at once: the launcher's parallelism (a joblib pool, a SLURM array's), or 1 for in-process trials
+        parallelism = launcher_parallelism(config.hydra.launcher)
+        self.slots = max(self.n_jobs, parallelism) if parallelism > 1 else 1
         # a SLURM job sees only its own GPUs: the sweeper assigns GPUs to trials on this machine only
         self.assigns_gpus = "array_parallelism" not in config.hydra.launcher
 
@@ -432,7 +438,8 @@ class TuningSweeper(Sweeper):
         grid: Optional[list[dict[str, Any]]],
         n_trials: int,
     ) -> None:
-        """Open or resume the study, then run its trials batch by batch until it holds `n_trials` finished ones."""
+        """Open or resume the study, then run its trials until it holds `n_trials` finished ones: on each slot
+        that frees (`slots.py`), the next trial at once, asked with the trials in flight RUNNING."""
         study = self._open_study(directions, self._sampler(sweep_seed, 0, grid is not None))
         if n_so_far := len(study.get_trials(deepcopy=False)):
             study.sampler = self._sampler(sweep_seed, n_so_far, grid is not None)
@@ -447,7 +454,7 @@ class TuningSweeper(Sweeper):
 
         import torch  # only to count GPUs for parallel trials
 
-        gpus = torch.cuda.device_count() if self.batch_size > 1 and self.assigns_gpus else 0
+        gpus = torch.cuda.device_count() if self.slots > 1 and self.assigns_gpus else 0
         log.info(
             "Study %r in %s: %s %s, %s, pruner %s, %d of %d trial(s) finished",
             study.study_name, redact(self.storage_url, self.storage_url), directions, objectives,
@@ -458,73 +465,68 @@ class TuningSweeper(Sweeper):
         if isinstance(study.sampler, optuna.samplers.CmaEsSampler) and at_random:
             log.info("CMA-ES samples %s independently, at random: it models the interval and range params that "
                      "every trial has", ", ".join(at_random))  # fmt: skip
-        started = time.monotonic()
-        while (remaining := n_trials - self._finished(study)) > 0:
-            if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
-                log.info("Stopping: hydra.sweeper.timeout_s=%s reached with %d trial(s) to go", self.timeout_s, remaining)
-                break
-            if grid is not None:
-                for point in unvisited(grid, study)[: min(remaining, self.batch_size)]:
-                    study.enqueue_trial(point)
-            trials = [study.ask() for _ in range(min(remaining, self.batch_size))]
-            overrides = [
-                (*trial_overrides, *self._trial_overrides(trial, sweep_seed, gpu, "seed" not in space.distributions))
-                for trial, trial_overrides, gpu in zip(trials, self._suggest(trials, space), assign_gpus(len(trials), gpus))
-            ]
-            returns = self._launch(trials, overrides)
-            return_freed_memory()
-            for trial, ret in zip(trials, returns):
+        slots: Slots[JobReturn] = Slots(self.slots)
+        derive_seeds = "seed" not in space.distributions
+        started, stop, too_many_failed = time.monotonic(), "", False
+        try:
+            while True:
+                for slot in slots.free() if not (self.wait_for_batch and slots.busy) else []:
+                    remaining = n_trials - self._finished(study) - len(slots.busy)
+                    if stop or remaining <= 0:
+                        break
+                    if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
+                        stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
+                        log.info("Stopping: %s", stop)
+                        break
+                    if grid is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                        if not (points := unvisited(grid, study)):
+                            break  # every point is finished or running
+                        study.enqueue_trial(points[0])  # unless a died trial's point waits to run again
+                    trial = study.ask()
+                    overrides = [
+                        *self._suggest([trial], space)[0],
+                        *self._trial_overrides(trial, sweep_seed, slot_gpu(slot, gpus), derive_seeds),
+                    ]
+                    slots.start(slot, trial, functools.partial(self._launch, trial, overrides))
+                if not slots.busy:
+                    break
+                trial, ret = slots.next_done()
+                return_freed_memory()
                 self._record(study, trial, ret, len(directions))
                 self._log_progress(study, trial, n_trials, job_duration(ret))
-            write_progress(study, self.sweep_dir)
-            # judged against the whole budget, so that an early failure alone does not end the sweep
-            if (failed := self._failed(study)) > self.max_failure_rate * n_trials:
-                raise ConfigError(
-                    f"{failed} trials failed, more than hydra.sweeper.max_failure_rate={self.max_failure_rate} "
-                    f"of n_trials={n_trials}; see {self.sweep_dir / 'trials.csv'}"
-                )
+                write_progress(study, self.sweep_dir)
+                # judged against the whole budget, so that an early failure alone does not end the sweep; the
+                # trials in flight finish first
+                if not too_many_failed and (failed := self._failed(study)) > self.max_failure_rate * n_trials:
+                    too_many_failed, stop = True, (
+                        f"{failed} trials failed, more than hydra.sweeper.max_failure_rate={self.max_failure_rate} "
+                        f"of n_trials={n_trials}; see {self.sweep_dir / 'trials.csv'}"
+                    )
+        except BaseException:  # Ctrl-C, a launcher's error: the jobs in flight go too; the same command resumes
+            if cancel := getattr(self.launcher, "cancel_running", None):
+                cancel()
+            raise
+        if too_many_failed:
+            raise ConfigError(stop)
         write_progress(study, self.sweep_dir)
         write_report(study, self.sweep_dir)
         self._log_best(study)
 
-    def _launch(self, trials: list[optuna.Trial], overrides: list[Sequence[str]]) -> list[JobReturn]:
-        """Each trial's job, in the directory named by its number. A trial whose overrides do not compose
-        (`model.depth=abc`, `optimizer=foo`) fails with Hydra's reason instead of ending the sweep.
-
-        A trial launched alone is composed once, by the launcher, whose error is then that trial's. In a
-        batch, each trial is composed here first: the launcher would raise, and end the sweep, mid-batch.
-        A trial whose directory exists already is not launched: whatever the study says, a run is never written
-        over (`guards.py` refuses a sweep whose study has lost its runs; this is the last word).
-        """
-        taken = {trial.number for trial in trials if (self.sweep_dir / str(trial.number)).exists()}
-        if len(trials) == 1 and not taken:
-            try:
-                return list(self.launcher.launch([overrides[0]], initial_job_idx=trials[0].number))
-            except Exception as error:  # noqa: BLE001 - raised before the job ran: it did not compose
-                return [composition_failure(overrides[0], error)]
-        returns: list[JobReturn] = []
-        group: list[tuple[optuna.Trial, Sequence[str]]] = []  # consecutive trial numbers: launched together
-
-        def launch_group() -> None:
-            if group:
-                returns.extend(self.launcher.launch([o for _, o in group], initial_job_idx=group[0][0].number))
-                group.clear()
-
-        for trial, trial_overrides in zip(trials, overrides):
-            if trial.number in taken:
-                launch_group()
-                path = self.sweep_dir / str(trial.number)
-                returns.append(not_run(trial_overrides, RuntimeError(f"not run: {path} already holds another run")))
-                continue
-            try:
-                self.hydra_context.config_loader.load_sweep_config(self.config, list(trial_overrides))
-            except Exception as error:  # noqa: BLE001 - whatever Hydra raises, it is this trial's failure
-                launch_group()
-                returns.append(composition_failure(trial_overrides, error))
-            else:
-                group.append((trial, trial_overrides))
-        launch_group()
-        return returns
+    def _launch(self, trial: optuna.Trial, overrides: Sequence[str]) -> JobReturn:
+        """The trial's job, in the directory named by its number. A trial whose overrides do not compose
+        (`model.depth=abc`, `optimizer=foo`) fails with Hydra's reason instead of ending the sweep. A trial
+        whose directory exists already is not launched: whatever the study says, a run is never written over
+        (`guards.py` refuses a sweep whose study has lost its runs; this is the last word)."""
+        path = self.sweep_dir / str(trial.number)
+        if path.exists():
+            return not_run(overrides, RuntimeError(f"not run: {path} already holds another run"))
+        try:
+            (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+        except BrokenExecutor as error:  # a joblib worker died (kill -9, out of memory): its pool goes with it
+            return not_run(overrides, TrialProcessDied(f"its worker process died ({first_line(error)})"))
+        except Exception as error:  # noqa: BLE001 - raised before the job ran: it did not compose
+            return composition_failure(overrides, error)
+        return ret
 
     @staticmethod
     def _finished(study: optuna.Study) -> int:
@@ -546,7 +548,14 @@ class TuningSweeper(Sweeper):
         return extra
 
     def _record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_obj: int) -> None:
+        """Tell the study how the trial ended. A trial whose process died is `INTERRUPTED`, as a killed sweep's
+        are, and its configuration runs again at once; if that run's process dies too, it fails for good."""
         state, values, reason = trial_outcome(ret, n_obj)
+        died = ret.status == JobStatus.FAILED and isinstance(failed_job_error(ret), TrialProcessDied)
+        if died and RETRY_OF not in trial.user_attrs:
+            trial.set_user_attr(INTERRUPTED, True)
+            study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number})
+            reason = f"interrupted: {reason}; its configuration is retried"
         trial.set_user_attr("duration_s", job_duration(ret))  # its own, timed where it ran; None: unknown
         if ret.hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(Path(ret.hydra_cfg.hydra.runtime.output_dir).absolute()))
