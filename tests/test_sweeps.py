@@ -805,6 +805,10 @@ def test_each_parallel_slot_keeps_its_own_gpu():
     assert [slot_gpu(slot, 2) for slot in range(5)] == [0, 1, 0, 1, 0]  # more slots than GPUs: round robin
     assert [slot_gpu(slot, 1) for slot in range(2)] == [None, None]  # one GPU or none: the trainer's default
     assert [slot_gpu(slot, 0) for slot in range(3)] == [None, None, None]
+    # workers_per_gpu=2: two slots to a GPU, each slot on the same GPU all sweep long
+    assert [slot_gpu(slot, 2, per_gpu=2) for slot in range(4)] == [0, 0, 1, 1]
+    assert [slot_gpu(slot, 4, per_gpu=2) for slot in range(8)] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert [slot_gpu(slot, 2, per_gpu=3) for slot in range(8)] == [0, 0, 0, 1, 1, 1, 0, 0]  # more: round robin
 
 
 class FakeTrial:

@@ -71,6 +71,8 @@ class TuningSweeperConf(OptunaSweeperConf):
     # false: a slot that frees gets the next trial at once; true: the slots' trials are asked together and the
     # next ones only once all have ended, so that the same seed gives the same trials with parallel slots too
     wait_for_batch: bool = False
+    # parallel slots that share one GPU, on a machine with several: small trials packed k to a GPU
+    workers_per_gpu: int = setting(AT_LEAST_1, 1)
     # the sweep stops once more than this share of n_trials has failed
     max_failure_rate: float = setting(SHARE, 0.5)
     pruner: Any = MISSING  # Any, not PrunerConf: the chosen pruner keeps its own schema, and its valid values
@@ -91,7 +93,7 @@ PRUNERS = {"median": MedianPrunerConf, "asha": ASHAPrunerConf, "hyperband": Hype
 # Overrides that change how much or where a sweep runs, not what it searches: resuming with a larger
 # n_trials or another launcher keeps the same study.
 NOT_IN_SWEEP_ID = ("hydra.sweeper.n_trials", "hydra.sweeper.timeout_s", "hydra.sweeper.n_jobs",
-                   "hydra.sweeper.wait_for_batch", "hydra.launcher",
+                   "hydra.sweeper.wait_for_batch", "hydra.sweeper.workers_per_gpu", "hydra.launcher",
                    "hydra/launcher", "launcher", "hydra.sweep.", "hydra.job_logging", "hydra.verbose")  # fmt: skip
 
 

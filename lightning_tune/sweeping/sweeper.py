@@ -117,9 +117,11 @@ def return_freed_memory() -> None:
         pass
 
 
-def slot_gpu(slot: int, gpu_count: int) -> Optional[int]:
-    """The GPU index that the trials of a parallel slot use, round robin; None with fewer than two GPUs."""
-    return slot % gpu_count if gpu_count > 1 else None
+def slot_gpu(slot: int, gpu_count: int, per_gpu: int = 1) -> Optional[int]:
+    """The GPU index that the trials of a parallel slot use for the whole sweep: `per_gpu` consecutive slots
+    share one (`hydra.sweeper.workers_per_gpu`), the GPUs taken round robin; None with fewer than two GPUs,
+    where every trial uses the trainer's default."""
+    return (slot // per_gpu) % gpu_count if gpu_count > 1 else None
 
 
 def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Optional[list[float]], str]:
@@ -156,6 +158,7 @@ class TuningSweeper(Sweeper):
         n_trials: int,
         n_jobs: int,
         wait_for_batch: bool,
+        workers_per_gpu: int,
         max_failure_rate: float,
         params: Optional[DictConfig],
         custom_search_space: Optional[str],
@@ -168,7 +171,7 @@ class TuningSweeper(Sweeper):
         self.custom_search_space = custom_search_space  # refused in `sweep`, on one line
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate, self.params = n_trials, n_jobs, max_failure_rate, params
-        self.timeout_s, self.wait_for_batch = timeout_s, wait_for_batch
+        self.timeout_s, self.wait_for_batch, self.workers_per_gpu = timeout_s, wait_for_batch, workers_per_gpu
         self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
         self.warm_start = warm_start
 
@@ -485,7 +488,7 @@ class TuningSweeper(Sweeper):
                     trial = study.ask()
                     overrides = [
                         *self._suggest([trial], space)[0],
-                        *self._trial_overrides(trial, sweep_seed, slot_gpu(slot, gpus), derive_seeds),
+                        *self._trial_overrides(trial, sweep_seed, slot_gpu(slot, gpus, self.workers_per_gpu), derive_seeds),
                     ]
                     slots.start(slot, trial, functools.partial(self._launch, trial, overrides))
                 if not slots.busy:
