@@ -10,11 +10,12 @@ import dataclasses
 import socket
 from pathlib import Path
 
+import optuna
 import pytest
 import sqlalchemy
 import yaml
 from optuna.trial import FrozenTrial, TrialState
-from sweeping import JOURNAL, ONLY_LR, PRUNING, TINY, run_sweep
+from sweeping import JOURNAL, ONLY_LR, PRUNING, STUDY, TINY, run_sweep
 from test_sweeps import resume_after_kill
 
 from lightning_tune.sweeping.sweeper import INTERRUPTED
@@ -106,6 +107,28 @@ def test_a_killed_sweep_on_postgres_resumes_retrying_the_interrupted_trial(tmp_p
     assert finished[2].params == interrupted[0].params  # the interrupted configuration goes first
     assert {number: (rerun.dir / number / "metrics.json").read_text() for number in before} == before
     assert [row["number"] for row in rerun.rows()] == ["0", "1", "2", "3", "4"]
+
+
+@pytest.mark.slow
+def test_a_second_sweep_on_the_same_database_refuses_the_first_ones_study(tmp_path, postgres_database):
+    """Every sweep's study is `lightning-tune` by default: on a shared server, a second sweep directory gets one
+    line asking for a study of its own, rather than taking over the first's trials; the first resumes as before."""
+    first = run_sweep(tmp_path / "first", "hparams_search=random", *TINY, "hydra.sweeper.n_trials=1",
+                      storage=postgres_database).ok()  # fmt: skip
+    second_args = ["hparams_search=tpe", *TINY, "hydra.sweeper.n_trials=1"]
+    second = run_sweep(tmp_path / "second", *second_args, storage=postgres_database)
+    assert second.result.returncode != 0
+    assert second.result.stderr.strip().splitlines() == [
+        f"error: the study '{STUDY}' in {postgres_database} is the sweep's in {first.dir.resolve()}: give this sweep a "
+        f"study of its own, hydra.sweeper.study_name=second say, or run that sweep's command to resume it"
+    ]
+    assert not second.dir.exists()
+    assert [(trial.number, trial.state) for trial in first.trials()] == [(0, TrialState.COMPLETE)]
+    again = run_sweep(first.dir, "hparams_search=random", *TINY, "hydra.sweeper.n_trials=1", storage=postgres_database)
+    assert "Launching" not in again.ok().output  # its study, finished
+    run_sweep(tmp_path / "second", *second_args, "hydra.sweeper.study_name=second", storage=postgres_database).ok()
+    assert len(optuna.load_study(study_name="second", storage=postgres_database).trials) == 1
+    assert len(first.trials()) == 1  # and the first's is untouched
 
 
 @pytest.mark.slow

@@ -47,6 +47,7 @@ from lightning_tune.sweeping.study import (
     JOURNAL,
     PRUNER_ATTR,
     STORAGE_ENV,
+    SWEEP_DIR_ATTR,
     build_sampler,
     check_journal,
     derive_seed,
@@ -211,7 +212,10 @@ class TuningSweeper(Sweeper):
             )
 
     def _open_study(self, directions: list[str], sampler: Any) -> optuna.Study:
-        """The study, created or resumed; refused when the sweep directory holds runs that it does not know."""
+        """The study, created or resumed; refused when the sweep directory holds runs that it does not know, or
+        when, on a storage that sweeps share (a database server, a journal elsewhere), it is another sweep
+        directory's: every sweep's study is `lightning-tune` unless `hydra.sweeper.study_name` says otherwise, and
+        a second sweep would take over the first's trials, marking those that run as interrupted."""
         url, shown = self.storage_url, redact(self.storage_url, self.storage_url)
         database = storage_file(url)
         if database is not None and not database.exists():  # opening it would create it: refuse first, leaving
@@ -226,14 +230,21 @@ class TuningSweeper(Sweeper):
             storage = open_storage(url)
             try:
                 known = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler)
-                trials = known.get_trials(deepcopy=False)
+                trials, owner = known.get_trials(deepcopy=False), known.user_attrs.get(SWEEP_DIR_ATTR)
             except KeyError:  # a new study
-                trials = []
+                trials, owner = [], None
         except ConfigError:
             raise
         except Exception as error:  # a URL that cannot be opened fails here, before any trial runs
             reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
             raise ConfigError(redact(f"hydra.sweeper.storage={shown!r} cannot be opened: {reason}", url)) from None
+        here = str(self.sweep_dir.resolve())
+        in_sweep_dir = database is not None and database.resolve().is_relative_to(here)  # moves with the directory
+        if owner not in (None, here) and not in_sweep_dir:
+            raise ConfigError(
+                f"the study {self.study_name!r} in {shown} is the sweep's in {owner}: give this sweep a study of its "
+                f"own, hydra.sweeper.study_name={self.sweep_dir.name} say, or run that sweep's command to resume it"
+            )
         check_runs_known(self.sweep_dir, [t.number for t in trials if t.state != TrialState.WAITING], shown)
         study = optuna.create_study(
             study_name=self.study_name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
@@ -243,6 +254,8 @@ class TuningSweeper(Sweeper):
                 f"the study {study.study_name!r} in {shown} optimizes {[d.name.lower() for d in study.directions]}, "
                 f"not {directions}; use another hydra.sweep.dir or hydra.sweeper.study_name"
             )
+        if owner != here:
+            study.set_user_attr(SWEEP_DIR_ATTR, here)
         return study
 
     def _recover_interrupted(self, study: optuna.Study, retry: bool) -> int:
