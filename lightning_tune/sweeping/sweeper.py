@@ -237,6 +237,10 @@ class TuningSweeper(Sweeper):
             raise
         except Exception as error:  # a URL that cannot be opened fails here, before any trial runs
             reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            if isinstance(error, ImportError) and error.__cause__:  # Optuna's "install appropriate one": which
+                reason = f"its driver is not installed ({error.__cause__})"
+                if url.startswith("postgresql"):
+                    reason += "; pip install 'lightning-tune[postgres]' brings psycopg 3, for postgresql+psycopg://..."
             raise ConfigError(redact(f"hydra.sweeper.storage={shown!r} cannot be opened: {reason}", url)) from None
         here = str(self.sweep_dir.resolve())
         in_sweep_dir = database is not None and database.resolve().is_relative_to(here)  # moves with the directory
