@@ -36,7 +36,12 @@ def worker(url: str, trials: int, steps: int, seed: int, errors: Any, start: Any
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rng = random.Random(seed)
-    study = optuna.load_study(study_name=STUDY, storage=open_storage(url), pruner=optuna.pruners.MedianPruner())
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=open_storage(url), pruner=optuna.pruners.MedianPruner())
+    except Exception as error:  # noqa: BLE001 - counted, as below; the others must not wait for this worker
+        errors.put(f"opening the study: {type(error).__name__}: {str(error).splitlines()[0][:160]}")
+        start.wait()
+        return
     start.wait()
     for _ in range(trials):
         try:
