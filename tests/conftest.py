@@ -5,6 +5,7 @@ import re
 import shutil
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -106,3 +107,43 @@ def partition() -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return found
+
+
+POSTGRES_ENV = "LIGHTNING_TUNE_TEST_POSTGRES"  # the URL scripts/start-postgres prints; .ci/run sets it
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of the PostgreSQL server the storage tests use. Without LIGHTNING_TUNE_TEST_POSTGRES they are
+    skipped, saying why; with it (as in CI) a server that cannot be reached fails them."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"no PostgreSQL server: run `export {POSTGRES_ENV}=$(scripts/start-postgres)`, as .ci/run does")
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as error:  # noqa: BLE001 - whatever the driver raises: the server is not there
+        pytest.fail(f"{POSTGRES_ENV}={url} cannot be reached ({error}): run scripts/start-postgres")
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def postgres_database(postgres_server: str, request) -> Iterator[str]:
+    """The URL of a new database on the test server, dropped after the test: no test sees another's studies."""
+    import sqlalchemy
+
+    name = f"lt_{re.sub(r'[^a-z0-9]+', '_', request.node.name.lower())[:40]}_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sqlalchemy.make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:  # FORCE: ends the sessions a killed sweep's processes left open
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -58,14 +58,17 @@ class Sweep:
 
     dir: Path
     result: subprocess.CompletedProcess
+    storage: Optional[str] = None  # the study's database URL, when it is not a file in the sweep directory
 
     @property
     def output(self) -> str:
         return self.result.stdout + self.result.stderr
 
     def study(self) -> optuna.Study:
-        """The study in the sweep directory's `optuna.journal` (JOURNAL's sweeps) or `optuna.db`, read through
-        Optuna's own storage classes."""
+        """The study in `storage`, or else in the sweep directory's `optuna.journal` (JOURNAL's sweeps) or
+        `optuna.db`, read through Optuna's own storage classes."""
+        if self.storage is not None:
+            return optuna.load_study(study_name=STUDY, storage=self.storage)
         journal = self.dir / "optuna.journal"
         if journal.exists():
             storage = JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal))))
@@ -94,11 +97,17 @@ def command(sweep_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
 
 
-def run_sweep(sweep_dir: Path, *args: str, env: Optional[dict[str, str]] = None) -> Sweep:
+def run_sweep(
+    sweep_dir: Path, *args: str, env: Optional[dict[str, str]] = None, storage: Optional[str] = None
+) -> Sweep:
+    """The sweep, to its end. A database URL `storage` reaches it as the README tells users to give one,
+    `'hydra.sweeper.storage=${oc.env:DB_URL}'`, and the returned Sweep reads its study there."""
+    if storage is not None:
+        args, env = (*args, "hydra.sweeper.storage=${oc.env:DB_URL}"), {**(env or ENV), "DB_URL": storage}
     result = subprocess.run(
         command(sweep_dir, *args), cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=300
     )
-    return Sweep(sweep_dir, result)
+    return Sweep(sweep_dir, result, storage)
 
 
 def finished(process: subprocess.Popen, log: Path, sweep_dir: Path, timeout: float = 300) -> Sweep:

@@ -187,8 +187,8 @@ def test_a_study_in_a_shared_storage_file_is_its_own_sweeps(tmp_path):
     second = run_sweep(tmp_path / "second", *args)
     (line,) = second.result.stderr.strip().splitlines()
     assert line == (
-        f"error: the study 'lightning-tune' in journal:{journal} is the sweep's in {tmp_path / 'first'}: run that "
-        f"sweep's command to resume it, or give this sweep its own hydra.sweeper.study_name"
+        f"error: the study 'lightning-tune' in journal:{journal} is the sweep's in {tmp_path / 'first'}: give this "
+        f"sweep a study of its own, hydra.sweeper.study_name=second say, or run that sweep's command to resume it"
     )
     assert journal.read_bytes() == records and not (tmp_path / "second").exists()
     run_sweep(tmp_path / "second", *args, "hydra.sweeper.study_name=second").ok()  # its own study, beside

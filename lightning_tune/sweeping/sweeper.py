@@ -51,6 +51,7 @@ from lightning_tune.sweeping.study import (
     JOURNAL,
     PRUNER_ATTR,
     STORAGE_ENV,
+    SWEEP_DIR_ATTR,
     build_sampler,
     check_journal,
     derive_seed,
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INTERRUPTED = "interrupted"  # user attr of a trial that a killed sweep left running, or whose process died
 RETRY_OF = "retry_of"  # user attr of the trial that runs a died trial's configuration again: that trial's number
-SWEEP_DIR_ATTR = "sweep_dir"  # study user attr: the sweep directory whose study it is
 STUDY_FILES = ("optuna.db", "optuna.journal")  # the study's file in the sweep directory, by default or as journal:
 
 
@@ -222,7 +222,10 @@ class TuningSweeper(Sweeper):
             )
 
     def _open_study(self, directions: list[str], sampler: Any) -> optuna.Study:
-        """The study, created or resumed; refused when the sweep directory holds runs that it does not know."""
+        """The study, created or resumed; refused when the sweep directory holds runs that it does not know, or
+        when, on a storage that sweeps share (a database server, a journal elsewhere), it is another sweep
+        directory's: every sweep's study is `lightning-tune` unless `hydra.sweeper.study_name` says otherwise, and
+        a second sweep would take over the first's trials, marking those that run as interrupted."""
         url, shown = self.storage_url, redact(self.storage_url, self.storage_url)
         database = storage_file(url)
         inside = database is not None and self.sweep_dir in database.parents
@@ -232,7 +235,6 @@ class TuningSweeper(Sweeper):
             others = [name for name in STUDY_FILES if (self.sweep_dir / name).exists() and name != database.name]
             held = f" (this directory holds {', '.join(others)}: another hydra.sweeper.storage?)" if others else ""
             check_runs_known(self.sweep_dir, [], shown + held)  # no empty database behind
-        known = None
         try:
             if inside:
                 database.parent.mkdir(parents=True, exist_ok=True)
@@ -243,19 +245,23 @@ class TuningSweeper(Sweeper):
             storage = open_storage(url)
             try:
                 known = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler)
-                trials = known.get_trials(deepcopy=False)
+                trials, owner = known.get_trials(deepcopy=False), known.user_attrs.get(SWEEP_DIR_ATTR)
             except KeyError:  # a new study
-                trials = []
+                trials, owner = [], None
         except ConfigError:
             raise
         except Exception as error:  # a URL that cannot be opened fails here, before any trial runs
             reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            if isinstance(error, ImportError) and error.__cause__:  # Optuna's "install appropriate one": which
+                reason = f"its driver is not installed ({error.__cause__})"
+                if url.startswith("postgresql"):
+                    reason += "; pip install 'lightning-tune[postgres]' brings psycopg 3, for postgresql+psycopg://..."
             raise ConfigError(redact(f"hydra.sweeper.storage={shown!r} cannot be opened: {reason}", url)) from None
-        owner = known.user_attrs.get(SWEEP_DIR_ATTR) if known is not None else None
-        if not inside and owner not in (None, str(self.sweep_dir)) and Path(owner).is_dir():
+        here = str(self.sweep_dir)
+        if not inside and owner not in (None, here) and Path(owner).is_dir():  # (an owner gone was moved: here now)
             raise ConfigError(
-                f"the study {self.study_name!r} in {shown} is the sweep's in {owner}: run that sweep's command to "
-                f"resume it, or give this sweep its own hydra.sweeper.study_name"
+                f"the study {self.study_name!r} in {shown} is the sweep's in {owner}: give this sweep a study of its "
+                f"own, hydra.sweeper.study_name={self.sweep_dir.name} say, or run that sweep's command to resume it"
             )
         check_runs_known(self.sweep_dir, [t.number for t in trials if t.state != TrialState.WAITING], shown)
         study = optuna.create_study(
@@ -266,6 +272,8 @@ class TuningSweeper(Sweeper):
                 f"the study {study.study_name!r} in {shown} optimizes {[d.name.lower() for d in study.directions]}, "
                 f"not {directions}; use another hydra.sweep.dir or hydra.sweeper.study_name"
             )
+        if owner != here:
+            study.set_user_attr(SWEEP_DIR_ATTR, here)
         return study
 
     def _recover_interrupted(self, study: optuna.Study, retry: bool) -> int:
@@ -446,7 +454,6 @@ class TuningSweeper(Sweeper):
         study = self._open_study(directions, self._sampler(sweep_seed, 0, grid is not None))
         if n_so_far := len(study.get_trials(deepcopy=False)):
             study.sampler = self._sampler(sweep_seed, n_so_far, grid is not None)
-        study.set_user_attr(SWEEP_DIR_ATTR, str(self.sweep_dir))  # a storage that sweeps share: whose study it is
         study.set_user_attr("objectives", objectives)
         study.set_user_attr(PRUNER_ATTR, self.pruner_cfg)
         study.set_user_attr("sweep_seed", sweep_seed)
