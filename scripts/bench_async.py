@@ -1,11 +1,11 @@
 """Parallel slots kept busy: the batch schedule against the asynchronous one, side by side.
 
-    python scripts/bench_async.py [--trials 20] [--seed 0] [--launchers joblib slurm] [--partition debug]
+    python scripts/bench_async.py [--trials 20] [--seed 0] [--epochs 10 100] [--launchers joblib slurm] [--partition debug]
 
 Runs the same sweep, seed and budget twice per launcher, one after the other: `hydra.sweeper.wait_for_batch=true`
 (the 2 slots' trials asked together, the next 2 once both have ended: the schedule before issue 14) and the
 default (a slot that frees gets the next trial at once). The trials are MLPs on digits whose epochs are swept
-over 2 to 20 (`trainer.max_epochs=choice(2,20)`), so they differ 10x in length. Prints JSON, per launcher and
+(`trainer.max_epochs=choice(10,100)` by default: trials 10x apart in length). Prints JSON, per launcher and
 schedule:
 
 - `utilization`: the trials' own time (`duration_s`, timed in the process that ran each) summed, over
@@ -34,7 +34,7 @@ SLOTS = 2
 SWEEP = [
     "hparams_search=random", "model=mlp", "model.depth=1", "model.width=32", "optimizer=adam", "scheduler=none",
     "regularization.l2=0.0", "regularization.dropout=0.0", "data.batch_size=64", "optimizer.lr=interval(1e-3,1e-2)",
-    "trainer=cpu", "logger=none", "+trainer.limit_train_batches=30", "trainer.max_epochs=choice(2,20)",
+    "trainer=cpu", "logger=none", "+trainer.limit_train_batches=30",
 ]  # fmt: skip
 LAUNCHERS = {
     "joblib": ["launcher=joblib", f"launcher.n_jobs={SLOTS}"],
@@ -42,9 +42,9 @@ LAUNCHERS = {
 }
 
 
-def run_sweep(sweep_dir: Path, launcher: list[str], wait_for_batch: bool, trials: int, seed: int) -> float:
+def run_sweep(sweep_dir: Path, launcher: list[str], wait_for_batch: bool, trials: int, seed: int, epochs: list[int]) -> float:
     command = [
-        sys.executable, "train.py", "-m", *SWEEP, *launcher, f"hydra.sweeper.wait_for_batch={wait_for_batch}",
+        sys.executable, "train.py", "-m", *SWEEP, f"trainer.max_epochs=choice({','.join(map(str, epochs))})", *launcher, f"hydra.sweeper.wait_for_batch={wait_for_batch}",
         f"hydra.sweeper.n_trials={trials}", f"seed={seed}", f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
     start = time.perf_counter()
@@ -72,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, nargs="+", default=[10, 100], help="the epochs swept (default: 10 100)")
     parser.add_argument("--launchers", nargs="+", default=["joblib", "slurm"], choices=list(LAUNCHERS))
     parser.add_argument("--partition", default="debug", help="the SLURM partition (the local cluster's: debug)")
     args = parser.parse_args()
@@ -81,10 +82,10 @@ def main() -> None:
             launcher = LAUNCHERS[name] + ([f"launcher.partition={args.partition}"] if name == "slurm" else [])
             for schedule, wait_for_batch in (("batch", True), ("async", False)):
                 sweep_dir = Path(scratch) / f"{name}-{schedule}"
-                command_s = run_sweep(sweep_dir, launcher, wait_for_batch, args.trials, args.seed)
+                command_s = run_sweep(sweep_dir, launcher, wait_for_batch, args.trials, args.seed, args.epochs)
                 results.setdefault(name, {})[schedule] = summarize(sweep_dir, command_s)
                 print(f"{name} {schedule}: {results[name][schedule]}", file=sys.stderr)
-    settings = {"trials": args.trials, "seed": args.seed, "slots": SLOTS, "sweep": SWEEP}
+    settings = {"trials": args.trials, "seed": args.seed, "epochs": args.epochs, "slots": SLOTS, "sweep": SWEEP}
     print(json.dumps({"settings": settings, "results": results}, indent=2))
 
 
