@@ -1,4 +1,4 @@
-"""The exceptions that say why a run or a trial ended: a user's configuration mistake, a diverged loss, a dead process."""
+"""Why a run or a trial ended: a user's configuration mistake, a diverged loss, a dead process."""
 
 
 class ConfigError(ValueError):

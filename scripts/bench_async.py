@@ -1,6 +1,7 @@
 """Parallel slots kept busy: the batch schedule against the asynchronous one, side by side.
 
-    python scripts/bench_async.py [--trials 20] [--seed 0] [--epochs 10 100] [--launchers joblib slurm] [--partition debug]
+    python scripts/bench_async.py [--trials 20] [--seed 0] [--epochs 10 100] [--launchers joblib slurm]
+                                  [--partition debug]
 
 Runs the same sweep, seed and budget twice per launcher, one after the other: `hydra.sweeper.wait_for_batch=true`
 (the 2 slots' trials asked together, the next 2 once both have ended: the schedule before issue 14) and the
@@ -42,10 +43,13 @@ LAUNCHERS = {
 }
 
 
-def run_sweep(sweep_dir: Path, launcher: list[str], wait_for_batch: bool, trials: int, seed: int, epochs: list[int]) -> float:
+def run_sweep(
+    sweep_dir: Path, launcher: list[str], wait_for_batch: bool, trials: int, seed: int, epochs: list[int]
+) -> float:
     command = [
-        sys.executable, "train.py", "-m", *SWEEP, f"trainer.max_epochs=choice({','.join(map(str, epochs))})", *launcher, f"hydra.sweeper.wait_for_batch={wait_for_batch}",
-        f"hydra.sweeper.n_trials={trials}", f"seed={seed}", f"hydra.sweep.dir={sweep_dir}",
+        sys.executable, "train.py", "-m", *SWEEP, f"trainer.max_epochs=choice({','.join(map(str, epochs))})",
+        *launcher, f"hydra.sweeper.wait_for_batch={wait_for_batch}", f"hydra.sweeper.n_trials={trials}",
+        f"seed={seed}", f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)

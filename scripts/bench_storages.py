@@ -6,8 +6,9 @@ Each of `--workers` processes (spawned, as joblib's and SLURM's are) opens the s
 (`lightning_tune.sweeping.study.open_storage`) and runs `--trials` trials of its own in one shared study:
 ask, then `--steps` times report a value and ask the median pruner whether to stop (which reads every
 trial's values), then tell. No training: the storage is all there is to wait for. Prints one JSON line per
-storage and worker count: wall time (from when every worker has opened the study to the last tell), trials finished per second, how many trials the study holds and in which states (RUNNING left =
-a stuck trial), and the errors the workers met, by message. PostgreSQL needs `--postgres`, a URL as
+storage and worker count: wall time (from when every worker has opened the study to the last tell), trials
+finished per second, how many trials the study holds and in which states (RUNNING left = a stuck trial), and
+the errors the workers met, by message. PostgreSQL needs `--postgres`, a URL as
 scripts/start-postgres prints it, on which the role may create databases: each run gets a new database.
 """
 

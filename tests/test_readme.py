@@ -114,6 +114,10 @@ class Command:
     def on_slurm(self) -> bool:
         return "launcher=slurm" in self.words
 
+    @property
+    def on_postgres(self) -> bool:
+        return "scripts/start-postgres" in self.text
+
     def shrunk(self, partition: str = "") -> str:
         """The command with the work cut down: one short epoch, two trials."""
         if {"--help", "--cfg"} & set(self.words):
@@ -142,6 +146,21 @@ def marks(command: Command) -> list:
     return found
 
 
+README_DATABASE = "lt_readme"  # start-postgres's database for the README's PostgreSQL command: made, then dropped
+
+
+def drop_readme_database(scratch: Path) -> None:
+    """Drop README_DATABASE, so that the next run's sweep starts with an empty study as a new user's does."""
+    url = run_in(scratch, "scripts/start-postgres", LIGHTNING_TUNE_PG_DB=README_DATABASE).stdout.strip()
+    import sqlalchemy
+
+    server = sqlalchemy.make_url(url).set(database="postgres")  # not the database it drops
+    engine = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{README_DATABASE}" WITH (FORCE)'))
+    engine.dispose()
+
+
 @pytest.fixture
 def scratch(tmp_path: Path) -> Path:
     """A copy of the repository, as a clone has it, to run in: its outputs/ and multirun/ start empty."""
@@ -150,11 +169,12 @@ def scratch(tmp_path: Path) -> Path:
     return copy
 
 
-def run_in(directory: Path, command: str) -> subprocess.CompletedProcess:
+def run_in(directory: Path, command: str, **extra_env: str) -> subprocess.CompletedProcess:
     """`command` through bash in `directory`, with this interpreter's environment first on PATH, as after
     `. .venv/bin/activate`."""
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra_env)
     return subprocess.run(
         ["bash", "-c", command], cwd=directory, env=env, capture_output=True, text=True, timeout=900
     )
@@ -181,15 +201,21 @@ def test_the_readme_documents_commands_of_every_kind():
 
 
 @pytest.mark.parametrize(
-    "command", [pytest.param(c, marks=marks(c), id=c.text[len("python train.py") :].strip()[:80] or "default") for c in COMMANDS]
+    "command",
+    [pytest.param(c, marks=marks(c), id=c.text.split("python train.py", 1)[1].strip()[:80] or "default") for c in COMMANDS],
 )
-def test_documented_command_runs_as_printed(command: Command, scratch: Path):
+def test_documented_command_runs_as_printed(command: Command, scratch: Path, request):
     partition = ""
     if command.on_slurm:
         partition = cluster_partition()
         if partition is None:
             pytest.fail("no SLURM cluster here: run ../shared/slurm/start-local-cluster as root, as .ci/run does")
-    result = run_in(scratch, command.shrunk(partition))
+    extra_env = {}
+    if command.on_postgres:  # the storage tests' server (skipped without it, failed in CI), and a database of
+        request.getfixturevalue("postgres_server")  # this test's, which start-postgres makes and the test drops
+        extra_env["LIGHTNING_TUNE_PG_DB"] = README_DATABASE
+        request.addfinalizer(lambda: drop_readme_database(scratch))
+    result = run_in(scratch, command.shrunk(partition), **extra_env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Traceback" not in output and "error:" not in output, output[-4000:]
@@ -205,9 +231,12 @@ def test_documented_command_runs_as_printed(command: Command, scratch: Path):
         sweep_dirs = list((scratch / "multirun").iterdir())
         assert len(sweep_dirs) == 1, sweep_dirs  # every trial in the sweep's one directory
         sweep_dir = sweep_dirs[0]
-        journal = next((w.split(":", 1)[1] for w in words if w.startswith("hydra.sweeper.storage=journal:")), None)
-        study_file = "optuna.db" if journal is None else journal  # the study's file, in the sweep directory
-        expected = [study_file if name == "optuna.db" else name for name in SWEEP_FILES]
+        storage = next((w.split("=", 1)[1] for w in words if w.startswith("hydra.sweeper.storage=")), None)
+        # the study's file in the sweep directory: SQLite's by default, a journal's, or none (a database server)
+        study_file = "optuna.db" if storage is None else None
+        if storage is not None and storage.startswith("journal:"):
+            study_file = storage.removeprefix("journal:")
+        expected = [name for name in SWEEP_FILES if name != "optuna.db"] + [study_file] * (study_file is not None)
         assert [name for name in expected if not (sweep_dir / name).exists()] == []
         run_dirs = sorted(path for path in sweep_dir.iterdir() if path.name.isdigit())
         assert [path.name for path in run_dirs] == ["0", "1"]

@@ -8,7 +8,6 @@ database of its own (`postgres_database`); without it they are skipped, saying w
 
 import dataclasses
 import socket
-from pathlib import Path
 
 import optuna
 import pytest

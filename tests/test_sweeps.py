@@ -785,7 +785,7 @@ def preset_suggestions(preset: str, seed: int, n_trials: int = 14, batch: int = 
     suggested: list[list[str]] = []
     while len(suggested) < n_trials:
         trials = [study.ask() for _ in range(batch)]
-        suggested += TuningSweeper._suggest(trials, space)
+        suggested += [TuningSweeper._suggest(trial, space) for trial in trials]
         for trial in trials:
             value = sum(zlib.crc32(str(v).encode()) % 997 for v in trial.params.values()) / 997
             study.tell(trial, [value + i for i in range(len(names))])

@@ -79,12 +79,16 @@ def storage_url(given: Optional[str], sweep_dir: Path) -> str:
         return f"sqlite:///{sweep_dir / 'optuna.db'}"
     forms = "journal:<file>, sqlite:///<file> or a database's URL (postgresql://user@host/db)"
     if given.startswith(f"{JOURNAL}//"):
-        raise ConfigError(f"hydra.sweeper.storage={given!r}: a journal is journal:<file>, without //: "
-                          f"journal:optuna.journal (in the sweep directory) or journal:/shared/path/optuna.journal")  # fmt: skip
+        raise ConfigError(
+            f"hydra.sweeper.storage={given!r}: a journal is journal:<file>, without //: "
+            f"journal:optuna.journal (in the sweep directory) or journal:/shared/path/optuna.journal"
+        )
     if not given.startswith(JOURNAL):
         if not re.match(r"^[A-Za-z][\w+.-]*://", given):
             hint = f"journal:{given}" if given.endswith((".journal", ".log")) else f"sqlite:///{given}"
-            raise ConfigError(f"hydra.sweeper.storage={given!r} is not a storage URL: give {forms} (did you mean {hint}?)")
+            raise ConfigError(
+                f"hydra.sweeper.storage={given!r} is not a storage URL: give {forms} (did you mean {hint}?)"
+            )
         return given
     if not (name := given[len(JOURNAL) :].strip()):
         raise ConfigError(
@@ -153,9 +157,10 @@ def upgrade_schema(url: str, database: Optional[Path], key: str = "hydra.sweeper
 
 
 def check_journal(path: Path, key: str) -> None:
-    """Raise ConfigError, naming the setting `key` that gave it, when the journal file `path` holds a line that is not one of Optuna's records (a file
-    of something else, or a line cut by a full disk). Optuna reads past such a line as long as it is the last,
-    and fails on it at the next write, after it has appended its own: the study is refused before that."""
+    """Raise ConfigError, naming the setting `key` that gave it, when the journal file `path` holds a line that
+    is not one of Optuna's records (a file of something else, or a line cut by a full disk). Optuna reads past
+    such a line as long as it is the last, and fails on it at the next write, after it has appended its own: the
+    study is refused before that."""
     if not path.is_file():
         return
     with path.open("rb") as file:

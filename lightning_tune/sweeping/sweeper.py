@@ -398,16 +398,23 @@ class TuningSweeper(Sweeper):
         return build_sampler(sampler_cfg, seed=derive_seed(seed, n_trials_so_far) if n_trials_so_far else seed, **quiet)
 
     @staticmethod
-    def _suggest(trials: list[optuna.Trial], space: SearchSpace) -> list[list[str]]:
-        """Each trial's overrides: the params that its group options have, suggested or fixed."""
-        overrides = []
-        for trial in trials:
-            for name in space.ordered():
-                if space.applies(name, trial.params):
-                    suggest(trial, name, space.distributions[name])
-            fixed = {name: value for name, value in space.fixed.items() if space.applies(name, trial.params)}
-            overrides.append([f"{name}={value}" for name, value in {**trial.params, **fixed}.items()])
-        return overrides
+    def _suggest(trial: optuna.Trial, space: SearchSpace) -> list[str]:
+        """The trial's overrides: the params that its group options have, suggested or fixed."""
+        for name in space.ordered():
+            if space.applies(name, trial.params):
+                suggest(trial, name, space.distributions[name])
+        fixed = {name: value for name, value in space.fixed.items() if space.applies(name, trial.params)}
+        return [f"{name}={value}" for name, value in {**trial.params, **fixed}.items()]
+
+    @staticmethod
+    def _ask(study: optuna.Study, grid: Optional[list[dict[str, Any]]]) -> Optional[optuna.Trial]:
+        """The next trial: a died trial's configuration waiting to run again, the grid's next point that no trial
+        holds, or the sampler's; None when every point of the grid is finished or running."""
+        if grid is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if not (points := unvisited(grid, study)):
+                return None
+            study.enqueue_trial(points[0])
+        return study.ask()
 
     # --- the loop ----------------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> None:
@@ -480,7 +487,8 @@ class TuningSweeper(Sweeper):
         started, stop, too_many_failed = time.monotonic(), "", False
         try:
             while True:
-                for slot in slots.free() if not (self.wait_for_batch and slots.busy) else []:
+                free = [] if self.wait_for_batch and slots.busy else slots.free()  # a batch: once all have ended
+                for slot in free:
                     remaining = n_trials - self._finished(study) - len(slots.busy)
                     if stop or remaining <= 0:
                         break
@@ -488,15 +496,10 @@ class TuningSweeper(Sweeper):
                         stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
                         log.info("Stopping: %s", stop)
                         break
-                    if grid is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                        if not (points := unvisited(grid, study)):
-                            break  # every point is finished or running
-                        study.enqueue_trial(points[0])  # unless a died trial's point waits to run again
-                    trial = study.ask()
-                    overrides = [
-                        *self._suggest([trial], space)[0],
-                        *self._trial_overrides(trial, sweep_seed, slot_gpu(slot, gpus, self.workers_per_gpu), derive_seeds),
-                    ]
+                    if (trial := self._ask(study, grid)) is None:
+                        break
+                    gpu = slot_gpu(slot, gpus, self.workers_per_gpu)
+                    overrides = [*self._suggest(trial, space), *self._trial_overrides(trial, sweep_seed, gpu, derive_seeds)]
                     slots.start(slot, trial, functools.partial(self._launch, trial, overrides))
                 if not slots.busy:
                     break
