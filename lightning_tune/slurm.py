@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -189,3 +189,31 @@ def cancel_jobs(jobs: "set[submitit.Job]") -> None:
         for job in jobs:
             job.cancel(check=False)
         log.warning("Interrupted: cancelled SLURM jobs %s", " ".join(sorted(job.job_id for job in jobs)))
+
+
+def queued_jobs() -> Optional[set[str]]:
+    """The ids of this user's jobs that SLURM holds (pending, a requeued one too, running or ending), each task
+    of an array as `<array>_<task>`; None when squeue cannot say (the controller down), where nothing may be
+    taken for dead."""
+    try:
+        result = subprocess.run(
+            ["squeue", "--noheader", "--array", f"--user={os.getuid()}", "--format=%i"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(result.stdout.split()) if result.returncode == 0 else None
+
+
+def ended_state(job_id: str) -> str:
+    """How SLURM ended a job that has left its queue (`CANCELLED by 1000`, `OUT_OF_MEMORY`, `NODE_FAIL`), from
+    its accounting; "state unknown" without accounting."""
+    try:
+        result = subprocess.run(
+            ["sacct", "--noheader", "--allocations", "--parsable2", "--format=State", f"--jobs={job_id}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "state unknown"
+    states = result.stdout.split("\n") if result.returncode == 0 else []
+    return f"state {states[0].strip()}" if states and states[0].strip() else "state unknown"

@@ -780,7 +780,7 @@ def preset_suggestions(preset: str, seed: int, n_trials: int = 14, batch: int = 
     distributions, fixed = parse_search_space(flatten_params(OmegaConf.to_container(cfg.hydra.sweeper.params)))
     space = SearchSpace(distributions, fixed)
     names = objective_names(cfg)
-    study = optuna.create_study(sampler=sweeper._sampler(seed, 0, grid=False),
+    study = optuna.create_study(sampler=sweeper.sampler(seed, 0, grid=False),
                                 directions=[objective_direction(name) for name in names])  # fmt: skip
     suggested: list[list[str]] = []
     while len(suggested) < n_trials:

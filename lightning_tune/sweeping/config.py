@@ -73,6 +73,11 @@ class TuningSweeperConf(OptunaSweeperConf):
     wait_for_batch: bool = False
     # parallel slots that share one GPU, on a machine with several: small trials packed k to a GPU
     workers_per_gpu: int = setting(AT_LEAST_1, 1)
+    # with launcher=slurm: this many SLURM jobs that each take trials from the study until it holds n_trials
+    # finished ones, and go on if this command ends (0: each trial its own job, from this command)
+    workers: int = setting(COUNT, 0)
+    # with workers: submit them and return at once; the same command re-attaches, and shows progress
+    detach: bool = False
     # the sweep stops once more than this share of n_trials has failed
     max_failure_rate: float = setting(SHARE, 0.5)
     pruner: Any = MISSING  # Any, not PrunerConf: the chosen pruner keeps its own schema, and its valid values
@@ -93,7 +98,7 @@ PRUNERS = {"median": MedianPrunerConf, "asha": ASHAPrunerConf, "hyperband": Hype
 # Overrides that change how much or where a sweep runs, not what it searches: resuming with a larger
 # n_trials or another launcher keeps the same study.
 NOT_IN_SWEEP_ID = ("hydra.sweeper.n_trials", "hydra.sweeper.timeout_s", "hydra.sweeper.n_jobs",
-                   "hydra.sweeper.wait_for_batch", "hydra.sweeper.workers_per_gpu", "hydra.launcher",
+                   "hydra.sweeper.wait_for_batch", "hydra.sweeper.workers", "hydra.sweeper.detach", "hydra.launcher",
                    "hydra/launcher", "launcher", "hydra.sweep.", "hydra.job_logging", "hydra.verbose")  # fmt: skip
 
 

@@ -13,8 +13,9 @@ import math
 import os
 import time
 from concurrent.futures import BrokenExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -23,7 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune.console import hydra_error_line
 from lightning_tune.errors import ConfigError, TrainingDiverged, TrialProcessDied
@@ -69,6 +70,21 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INTERRUPTED = "interrupted"  # user attr of a trial that a killed sweep left running, or whose process died
 RETRY_OF = "retry_of"  # user attr of the trial that runs a died trial's configuration again: that trial's number
 STUDY_FILES = ("optuna.db", "optuna.journal")  # the study's file in the sweep directory, by default or as journal:
+RETRIED = "; its configuration is retried"  # how an interrupted trial's fail_reason ends
+WORKER_JOB = "worker_job"  # user attr of a trial that a worker runs: the worker's SLURM job id
+
+
+@dataclass
+class SweepPlan:
+    """What every process that runs the sweep's trials asks and counts them by: the driver, or its workers."""
+
+    space: SearchSpace
+    objectives: list[str]
+    directions: list[str]
+    sweep_seed: int
+    grid: Optional[list[dict[str, Any]]]  # the grid's points in the order they run, or None: a sampler's trials
+    n_trials: int  # finished trials that end the sweep
+    deadline: Optional[float]  # the time (time.time()) after which no trial starts: hydra.sweeper.timeout_s
 
 
 def unvisited(grid: list[dict[str, Any]], study: optuna.Study) -> list[dict[str, Any]]:
@@ -80,6 +96,33 @@ def unvisited(grid: list[dict[str, Any]], study: optuna.Study) -> list[dict[str,
             params = trial.params if trial.state != TrialState.WAITING else trial.system_attrs.get("fixed_params", {})
             taken.add(point_key(params))
     return [point for point in grid if point_key(point) not in taken]
+
+
+def interrupt(study: optuna.Study, url: str, trial: FrozenTrial, reason: str, retry: bool, once: bool = True) -> int:
+    """Fail a RUNNING trial whose process is gone (a killed sweep's, a dead worker's) as `INTERRUPTED`, with
+    `reason`, and with `retry` run its configuration again; `once`, where the death may be the configuration's
+    doing (out of memory): a retry's death then fails for good. Returns 1, or 0 when another process (another
+    worker, the driver) finished the trial first."""
+    final = once and RETRY_OF in trial.user_attrs
+    retried = RETRIED if retry and not final else ""
+    attrs = {"fail_reason": reason} if final else {INTERRUPTED: True, "fail_reason": f"interrupted: {reason}{retried}"}
+    try:
+        set_running_trial_attrs(open_storage(url), study.study_name, trial.number, attrs)
+        study.tell(trial.number, state=TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # told, or reaped, elsewhere meanwhile
+        return 0
+    if retried:
+        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number} if once else None)
+    return 1
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count against n_trials: finished, and not interrupted (those run again)."""
+    return sum(not t.user_attrs.get(INTERRUPTED) for t in study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def count_failed(study: optuna.Study) -> int:
+    return sum(not t.user_attrs.get(INTERRUPTED) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
 
 
 def point_key(params: dict[str, Any]) -> tuple:
@@ -159,6 +202,8 @@ class TuningSweeper(Sweeper):
         n_jobs: int,
         wait_for_batch: bool,
         workers_per_gpu: int,
+        workers: int,
+        detach: bool,
         max_failure_rate: float,
         params: Optional[DictConfig],
         custom_search_space: Optional[str],
@@ -172,6 +217,7 @@ class TuningSweeper(Sweeper):
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate, self.params = n_trials, n_jobs, max_failure_rate, params
         self.timeout_s, self.wait_for_batch, self.workers_per_gpu = timeout_s, wait_for_batch, workers_per_gpu
+        self.workers, self.detach = workers, detach
         self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
         self.warm_start = warm_start
 
@@ -279,16 +325,13 @@ class TuningSweeper(Sweeper):
     def _recover_interrupted(self, study: optuna.Study, retry: bool) -> int:
         """Mark trials left RUNNING by a crash as failed; their configurations are tried again (`retry`;
         a grid revisits the points it has not finished by itself). Called under the driver's lock: no other
-        driver runs them."""
-        storage = open_storage(self.storage_url)  # the study's own: `open_storage` keeps one per URL
-        attrs = {INTERRUPTED: True, "fail_reason": "interrupted: the sweep stopped during it"}
-        count = 0
+        driver runs them. A worker's trial is left to its worker while SLURM holds that (`workers.py`)."""
+        from lightning_tune.sweeping.workers import reap
+
+        count = reap(study, self.storage_url, retry)  # those of workers that have ended
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            set_running_trial_attrs(storage, study.study_name, trial.number, attrs)
-            if retry:
-                study.enqueue_trial(dict(trial.params))
-            study.tell(trial.number, state=TrialState.FAIL)
-            count += 1
+            if WORKER_JOB not in trial.user_attrs:
+                count += interrupt(study, self.storage_url, trial, "the sweep stopped during it", retry, once=False)
         if count:
             log.info("Resuming: %d trial(s) interrupted by the last run are retried", count)
         return count
@@ -383,14 +426,17 @@ class TuningSweeper(Sweeper):
             order.append(match)
         return order + [p for p in points if p not in order]
 
-    def _sampler(self, sweep_seed: int, n_trials_so_far: int, grid: bool) -> Any:
+    def sampler(self, sweep_seed: int, n_trials_so_far: int, grid: bool, worker: Optional[int] = None) -> Any:
         """The configured sampler, seeded by `hydra.sweeper.sampler.seed` or else the sweep's `seed`, so the
         same command suggests the same trials; resumed, by a seed derived from it and the trials so far, lest
-        it suggest the first run's trials again. A grid's trials are all enqueued: no sampler draws them."""
+        it suggest the first run's trials again; in a `worker`, by one derived from its index too, lest workers
+        suggest each other's trials. A grid's trials are all enqueued: no sampler draws them."""
         if grid:
             return optuna.samplers.RandomSampler(sweep_seed)
         sampler_cfg = self.config.hydra.sweeper.sampler
         seed = sweep_seed if sampler_cfg.get("seed") is None else int(sampler_cfg.seed)
+        if worker is not None:
+            seed = derive_seed(seed, -1 - worker)
         # CMA-ES warns of every param it samples at random, in every trial (`sweep` says it once); GP of every param
         # of a trial it has no model for yet (all of them, with n_startup_trials=0) and of conditional ones
         modelled = ("optuna.samplers.CmaEsSampler", "optuna.samplers.GPSampler")
@@ -425,6 +471,7 @@ class TuningSweeper(Sweeper):
                 "hydra.sweeper.custom_search_space is the Optuna sweeper's, not this one's: put the params in "
                 "hydra.sweeper.params (a key that only some options have is swept only where it exists)"
             )
+        self._check_workers()
         space = self._search_space(arguments)
         if self.n_trials <= 0:
             raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
@@ -434,11 +481,15 @@ class TuningSweeper(Sweeper):
         first_trials = self._warm_start_params(list(space.distributions))  # a bad warm_start: before any file
         check_enqueued(self.enqueue_trials, space)
         grid = self._grid_order(space, first_trials, sweep_seed)
-        n_trials = self.n_trials if grid is None else min(self.n_trials, len(grid))
+        plan = SweepPlan(
+            space=space, objectives=objectives, directions=directions, sweep_seed=sweep_seed, grid=grid,
+            n_trials=self.n_trials if grid is None else min(self.n_trials, len(grid)),
+            deadline=None if self.timeout_s is None else time.time() + self.timeout_s,
+        )  # fmt: skip
         os.environ[STORAGE_ENV] = self.storage_url  # the trials' processes inherit it: never in their overrides
         with driver_lock(self.sweep_dir):  # before the study is touched: one driver per sweep directory
             try:
-                self._run(space, objectives, directions, sweep_seed, first_trials, grid, n_trials)
+                self._run(plan, first_trials)
             except optuna.exceptions.StorageInternalError as error:  # Optuna blames "invalid data, e.g. max length"
                 url, cause = self.storage_url, str(error.__cause__ or error).splitlines()[0]
                 raise ConfigError(
@@ -446,81 +497,130 @@ class TuningSweeper(Sweeper):
                            f"(a read-only file, a full disk) and run the command again; it resumes", url)
                 ) from None
 
-    def _run(
-        self,
-        space: SearchSpace,
-        objectives: list[str],
-        directions: list[str],
-        sweep_seed: int,
-        first_trials: list[dict[str, Any]],
-        grid: Optional[list[dict[str, Any]]],
-        n_trials: int,
-    ) -> None:
+    def _check_workers(self) -> None:
+        """Workers are SLURM jobs (`workers.py`): refuse them, and detach, where they cannot be."""
+        if self.workers and "array_parallelism" not in self.config.hydra.launcher:
+            raise ConfigError(
+                f"hydra.sweeper.workers={self.workers} needs launcher=slurm: workers are SLURM jobs that outlive this "
+                f"command; on this machine, run trials in parallel with launcher=joblib launcher.n_jobs={self.workers}"
+            )
+        if self.detach and not self.workers:
+            raise ConfigError(
+                "hydra.sweeper.detach=true needs workers to leave running: add hydra.sweeper.workers=<jobs> "
+                "(with launcher=slurm)"
+            )
+
+    def _run(self, plan: "SweepPlan", first_trials: list[dict[str, Any]]) -> None:
         """Open or resume the study, then run its trials until it holds `n_trials` finished ones: on each slot
-        that frees (`slots.py`), the next trial at once, asked with the trials in flight RUNNING."""
-        study = self._open_study(directions, self._sampler(sweep_seed, 0, grid is not None))
+        that frees (`slots.py`), the next trial at once, asked with the trials in flight RUNNING; or, with
+        `workers`, hand them to SLURM jobs that ask for themselves (`workers.py`)."""
+        grid = plan.grid is not None
+        study = self._open_study(plan.directions, self.sampler(plan.sweep_seed, 0, grid))
         if n_so_far := len(study.get_trials(deepcopy=False)):
-            study.sampler = self._sampler(sweep_seed, n_so_far, grid is not None)
-        study.set_user_attr("objectives", objectives)
+            study.sampler = self.sampler(plan.sweep_seed, n_so_far, grid)
+        study.set_user_attr("objectives", plan.objectives)
         study.set_user_attr(PRUNER_ATTR, self.pruner_cfg)
-        study.set_user_attr("sweep_seed", sweep_seed)
-        self._recover_interrupted(study, retry=grid is None)
-        if not n_so_far and grid is None:
+        study.set_user_attr("sweep_seed", plan.sweep_seed)
+        alive = self._live_workers(study)
+        self._recover_interrupted(study, retry=not grid)
+        if not n_so_far and not grid:
             for params in first_trials:
                 study.enqueue_trial(params)
+        self._log_study(study, plan)
+        if self.workers:
+            from lightning_tune.sweeping.workers import attach
+
+            return attach(self, study, plan, alive)
 
         import torch  # only to count GPUs for parallel trials
 
         gpus = torch.cuda.device_count() if self.slots > 1 and self.assigns_gpus else 0
-        log.info(
-            "Study %r in %s: %s %s, %s, pruner %s, %d of %d trial(s) finished",
-            study.study_name, redact(self.storage_url, self.storage_url), directions, objectives,
-            f"a grid of {len(grid)} points" if grid is not None else f"sampler {type(study.sampler).__name__}",
-            self.pruner_cfg.get("_target_", "").rsplit(".", 1)[-1], self._finished(study), n_trials,
-        )  # fmt: skip
-        at_random = space.categorical_or_conditional()
-        if isinstance(study.sampler, optuna.samplers.CmaEsSampler) and at_random:
-            log.info("CMA-ES samples %s independently, at random: it models the interval and range params that "
-                     "every trial has", ", ".join(at_random))  # fmt: skip
-        slots: Slots[JobReturn] = Slots(self.slots)
-        derive_seeds = "seed" not in space.distributions
-        started, stop, too_many_failed = time.monotonic(), "", False
         try:
-            while True:
-                free = [] if self.wait_for_batch and slots.busy else slots.free()  # a batch: once all have ended
-                for slot in free:
-                    remaining = n_trials - self._finished(study) - len(slots.busy)
-                    if stop or remaining <= 0:
-                        break
-                    if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
-                        stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
-                        log.info("Stopping: %s", stop)
-                        break
-                    if (trial := self._ask(study, grid)) is None:
-                        break
-                    gpu = slot_gpu(slot, gpus, self.workers_per_gpu)
-                    overrides = [*self._suggest(trial, space), *self._trial_overrides(trial, sweep_seed, gpu, derive_seeds)]
-                    slots.start(slot, trial, functools.partial(self._launch, trial, overrides))
-                if not slots.busy:
-                    break
-                trial, ret = slots.next_done()
-                return_freed_memory()
-                self._record(study, trial, ret, len(directions))
-                self._log_progress(study, trial, n_trials, job_duration(ret))
-                write_progress(study, self.sweep_dir)
-                # judged against the whole budget, so that an early failure alone does not end the sweep; the
-                # trials in flight finish first
-                if not too_many_failed and (failed := self._failed(study)) > self.max_failure_rate * n_trials:
-                    too_many_failed, stop = True, (
-                        f"{failed} trials failed, more than hydra.sweeper.max_failure_rate={self.max_failure_rate} "
-                        f"of n_trials={n_trials}; see {self.sweep_dir / 'trials.csv'}"
-                    )
+            failure = self.run_trials(study, plan, Slots(self.slots), self._launch, gpus=gpus)
         except BaseException:  # Ctrl-C, a launcher's error: the jobs in flight go too; the same command resumes
             if cancel := getattr(self.launcher, "cancel_running", None):
                 cancel()
             raise
-        if too_many_failed:
-            raise ConfigError(stop)
+        if failure:
+            raise ConfigError(failure)
+        self.finish(study)
+
+    def _live_workers(self, study: optuna.Study) -> list[str]:
+        """The SLURM jobs of this sweep's workers that SLURM still holds; refused without `workers`, since
+        this command's own trials would then run beside theirs."""
+        from lightning_tune.sweeping.workers import live_workers
+
+        alive = live_workers(study)
+        if alive and not self.workers:
+            raise ConfigError(
+                f"this sweep's workers (SLURM jobs {' '.join(alive)}) are running: add hydra.sweeper.workers=<jobs> "
+                f"to re-attach to them, or stop them first (scancel {' '.join(alive)})"
+            )
+        return alive
+
+    def _log_study(self, study: optuna.Study, plan: "SweepPlan") -> None:
+        log.info(
+            "Study %r in %s: %s %s, %s, pruner %s, %d of %d trial(s) finished",
+            study.study_name, redact(self.storage_url, self.storage_url), plan.directions, plan.objectives,
+            f"a grid of {len(plan.grid)} points" if plan.grid is not None else f"sampler {type(study.sampler).__name__}",
+            self.pruner_cfg.get("_target_", "").rsplit(".", 1)[-1], count_finished(study), plan.n_trials,
+        )  # fmt: skip
+        at_random = plan.space.categorical_or_conditional()
+        if isinstance(study.sampler, optuna.samplers.CmaEsSampler) and at_random:
+            log.info("CMA-ES samples %s independently, at random: it models the interval and range params that "
+                     "every trial has", ", ".join(at_random))  # fmt: skip
+
+    def run_trials(
+        self,
+        study: optuna.Study,
+        plan: "SweepPlan",
+        slots: Slots[JobReturn],
+        launch: Callable[[optuna.Trial, list[str]], JobReturn],
+        gpus: int = 0,
+        before_ask: Optional[Callable[[], None]] = None,
+        claim: Optional[Callable[[optuna.Trial], bool]] = None,
+    ) -> str:
+        """Run trials on `slots` until the study holds `plan.n_trials` finished ones, counting those that other
+        processes (workers) run; each slot that frees gets the next trial at once. A worker looks for trials
+        whose worker died `before_ask`, and may give up an asked trial that another worker's ask made one too
+        many (`claim` false). Returns why the sweep failed (too many failed trials), or "". """
+        derive_seeds = "seed" not in plan.space.distributions
+        stop, failure = "", ""
+        while True:
+            free = [] if self.wait_for_batch and slots.busy else slots.free()  # a batch: once all have ended
+            for slot in free:
+                trial: Optional[optuna.Trial] = None
+                while not stop:  # until a trial is asked and claimed, or none is left to ask
+                    if before_ask is not None:
+                        before_ask()
+                    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                    if (remaining := plan.n_trials - count_finished(study) - running) <= 0:
+                        break
+                    if plan.deadline is not None and time.time() > plan.deadline:
+                        stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
+                        log.info("Stopping: %s", stop)
+                        break
+                    trial = self._ask(study, plan.grid)
+                    if trial is None or claim is None or claim(trial):
+                        break
+                    trial = None  # given up to another worker's: ask again
+                if trial is None:
+                    break
+                gpu = slot_gpu(slot, gpus, self.workers_per_gpu)
+                overrides = [*self._suggest(trial, plan.space), *self._trial_overrides(trial, plan.sweep_seed, gpu, derive_seeds)]
+                slots.start(slot, trial, functools.partial(launch, trial, overrides))
+            if not slots.busy:
+                return failure
+            trial, ret = slots.next_done()
+            return_freed_memory()
+            self.record(study, trial, ret, len(plan.directions))
+            self.log_progress(study, study.get_trials(deepcopy=False)[trial.number], plan.n_trials, job_duration(ret))
+            write_progress(study, self.sweep_dir)
+            if not failure and (failure := self.too_many_failed(study, plan.n_trials)):
+                stop = failure  # the trials in flight finish first
+
+    def finish(self, study: optuna.Study) -> None:
+        """The sweep's results files, from the study as it stands, and its best trial in the log."""
         write_progress(study, self.sweep_dir)
         write_report(study, self.sweep_dir)
         self._log_best(study)
@@ -541,14 +641,15 @@ class TuningSweeper(Sweeper):
             return composition_failure(overrides, error)
         return ret
 
-    @staticmethod
-    def _finished(study: optuna.Study) -> int:
-        return sum(not t.user_attrs.get(INTERRUPTED) for t in study.get_trials(deepcopy=False, states=FINISHED))
-
-    @staticmethod
-    def _failed(study: optuna.Study) -> int:
-        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        return sum(not t.user_attrs.get(INTERRUPTED) for t in failed)
+    def too_many_failed(self, study: optuna.Study, n_trials: int) -> str:
+        """Why the sweep stops, when more than `max_failure_rate` of `n_trials` have failed; else "". Judged
+        against the whole budget, so that an early failure alone does not end the sweep."""
+        if (failed := count_failed(study)) <= self.max_failure_rate * n_trials:
+            return ""
+        return (
+            f"{failed} trials failed, more than hydra.sweeper.max_failure_rate={self.max_failure_rate} "
+            f"of n_trials={n_trials}; see {self.sweep_dir / 'trials.csv'}"
+        )
 
     def _trial_overrides(self, trial: optuna.Trial, sweep_seed: int, gpu: Optional[int], derive: bool) -> list[str]:
         extra = [f"trial.number={trial.number}", f"trial.study_name='{self.study_name}'"]  # the storage: STORAGE_ENV
@@ -560,7 +661,7 @@ class TuningSweeper(Sweeper):
             extra.append(f"trainer.devices=[{gpu}]")
         return extra
 
-    def _record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_obj: int) -> None:
+    def record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_obj: int) -> None:
         """Tell the study how the trial ended. A trial whose process died is `INTERRUPTED`, as a killed sweep's
         are, and its configuration runs again at once; if that run's process dies too, it fails for good."""
         state, values, reason = trial_outcome(ret, n_obj)
@@ -568,7 +669,7 @@ class TuningSweeper(Sweeper):
         if died and RETRY_OF not in trial.user_attrs:
             trial.set_user_attr(INTERRUPTED, True)
             study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number})
-            reason = f"interrupted: {reason}; its configuration is retried"
+            reason = f"interrupted: {reason}{RETRIED}"
         trial.set_user_attr("duration_s", job_duration(ret))  # its own, timed where it ran; None: unknown
         if ret.hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(Path(ret.hydra_cfg.hydra.runtime.output_dir).absolute()))
@@ -579,10 +680,13 @@ class TuningSweeper(Sweeper):
             trial.set_user_attr("fail_reason", reason)
         study.tell(trial, values=values, state=state)
 
-    def _log_progress(self, study: optuna.Study, trial: optuna.Trial, n_trials: int, duration: Optional[float]) -> None:
-        frozen = study.get_trials(deepcopy=False)[trial.number]  # numbered from 0, in order
+    def log_progress(self, study: optuna.Study, frozen: FrozenTrial, n_trials: int, duration: Optional[float]) -> None:
+        """One line for a finished trial: its values or why it failed, and the study as it stood when it finished
+        (trials finished, the best), which a driver watching workers logs some seconds later."""
         shown = ", ".join(f"{v:.4f}" for v in frozen.values) if frozen.values else frozen.user_attrs.get("fail_reason", "")
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ended = frozen.datetime_complete
+        done = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if ended is None or t.datetime_complete <= ended]
+        complete = [t for t in done if t.state == TrialState.COMPLETE]
         best = ""
         if complete and len(study.directions) == 1:  # from the trials at hand: study.best_trial queries the database
             pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
@@ -591,7 +695,8 @@ class TuningSweeper(Sweeper):
         took = "" if duration is None else f" in {duration:.1f} s"  # a job SLURM ended took what it took
         log.info(
             "Trial %d (%d of %d finished) %s: %s%s%s",
-            trial.number, self._finished(study), n_trials, frozen.state.name, shown, took, best,
+            frozen.number, sum(not t.user_attrs.get(INTERRUPTED) for t in done), n_trials, frozen.state.name, shown,
+            took, best,
         )  # fmt: skip
 
     @staticmethod

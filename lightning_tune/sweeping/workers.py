@@ -1,0 +1,246 @@
+"""Workers: SLURM jobs that take trials from the study until it holds `n_trials` finished ones, whether or not
+the command that submitted them still runs.
+
+With `hydra.sweeper.workers=W` (and `launcher=slurm`), the sweep's command, the driver, submits W jobs, each
+a `SweepWorker`: a loop that asks the study for a trial, runs it in its own process as a trial's SLURM job
+would (requeue on preemption included), tells the study how it ended, and asks again. A worker stops asking
+once every trial left is finished or taken, so no GPU idles while another worker runs the last trial. The
+driver only watches: it logs each trial as it finishes and, once the workers have ended, writes the results
+files. Killed, or detached (`hydra.sweeper.detach=true`), it loses nothing: the workers go on, the last one
+to finish writes the results files, and the same command re-attaches, submitting workers only for trials
+that none of the running ones will take.
+
+A worker that dies (scancel, out of memory, its node lost) leaves its trial RUNNING. SLURM's queue says
+that its job is gone, and whichever process looks next (each worker before it asks for a trial, the
+driver while it watches or re-attaches) fails the trial as interrupted, with SLURM's state, and enqueues its
+configuration again, once. A requeued worker stays in SLURM's queue (pending) and its trial is left to it:
+it resumes that trial from its checkpoint, as a trial's own job does (`lightning_tune.requeue`).
+"""
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import optuna
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log
+from optuna.trial import TrialState
+
+from lightning_tune.errors import ConfigError
+from lightning_tune.slurm import SlurmJobReturn, ended_state, make_executor, one_line, queued_jobs
+from lightning_tune.sweeping.jobs import DURATION, job_duration
+from lightning_tune.sweeping.private_optuna import running_trial
+from lightning_tune.sweeping.slots import Slots
+from lightning_tune.sweeping.study import open_storage
+from lightning_tune.sweeping.sweeper import (
+    INTERRUPTED,
+    WORKER_JOB,
+    SweepPlan,
+    TuningSweeper,
+    composition_failure,
+    count_finished,
+    interrupt,
+    not_run,
+    point_key,
+)
+
+log = logging.getLogger(__name__)
+
+WORKERS_ATTR = "worker_jobs"  # study user attr: the SLURM job ids of every worker the sweep has submitted
+POLL_S = 2.0  # how often an attached driver reads the study
+
+
+def live_workers(study: optuna.Study) -> list[str]:
+    """The sweep's workers that SLURM still holds, pending or running; all of them when squeue cannot say."""
+    known = study.user_attrs.get(WORKERS_ATTR, [])
+    if not known:
+        return []
+    queued = queued_jobs()
+    return list(known) if queued is None else [job for job in known if job in queued]
+
+
+def reap(study: optuna.Study, url: str, retry: bool = True) -> int:
+    """Fail as interrupted the RUNNING trials whose worker's job SLURM no longer holds, naming its end, and
+    (`retry`) enqueue their configurations again; returns how many. The trials are read before the queue:
+    a trial still running after its worker left the queue has lost its worker."""
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if WORKER_JOB in t.user_attrs]
+    if not orphans or (queued := queued_jobs()) is None:
+        return 0
+    count = 0
+    for trial in orphans:
+        job = trial.user_attrs[WORKER_JOB]
+        if job not in queued:
+            count += interrupt(study, url, trial, f"its worker, SLURM job {job}, ended ({ended_state(job)})", retry)
+    return count
+
+
+def claim(study: optuna.Study, url: str, trial: optuna.Trial, plan: SweepPlan) -> bool:
+    """Whether a worker runs the trial it has just asked for. Workers ask at once, and each counts the study's
+    trials before its ask: two may take the last trial, or the same grid point. Counted again after the ask,
+    the later of two such trials (the higher number) is given up, failed as interrupted, unrun: it counts
+    neither against n_trials nor as the grid point's run."""
+    trials = study.get_trials(deepcopy=False)
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    over = count_finished(study) + len(running) - plan.n_trials
+    reason = "" if over <= 0 or trial.number not in running[-over:] else "another worker took the study's last trial"
+    if plan.grid is not None and not reason:
+        point = point_key(trial.system_attrs.get("fixed_params", {}))
+        taken = [t for t in trials[: trial.number] if not t.user_attrs.get(INTERRUPTED) and t.state != TrialState.WAITING]
+        if any(point_key(t.params or t.system_attrs.get("fixed_params", {})) == point for t in taken):
+            reason = f"another worker took the grid point {dict(point)}"
+    if reason:
+        frozen = study.get_trials(deepcopy=False)[trial.number]
+        interrupt(study, url, frozen, f"not run: {reason}", retry=False, once=False)
+    return not reason
+
+
+def unclaimed(study: optuna.Study, n_trials: int) -> int:
+    """Trials still to start: `n_trials` less those finished and those running."""
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    return n_trials - count_finished(study) - running
+
+
+def submit(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, count: int) -> list[str]:
+    """Submit `count` workers as one job array, with the launcher's resources for each; returns their job ids,
+    also recorded in the study."""
+    from submitit.core.utils import FailedJobError
+
+    known = list(study.user_attrs.get(WORKERS_ATTR, []))
+    executor = make_executor(sweeper.launcher.params)
+    executor.update_parameters(slurm_array_parallelism=count)
+    worker = SweepWorker(sweeper, plan, Singleton.get_state())
+    try:
+        jobs = executor.map_array(worker, list(range(len(known), len(known) + count)))
+    except (subprocess.CalledProcessError, FailedJobError) as error:
+        output = getattr(error, "stderr", None) or getattr(error, "output", None) or str(error)
+        output = output.decode() if isinstance(output, bytes) else output
+        raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
+    ids = [str(job.job_id) for job in jobs]
+    study.set_user_attr(WORKERS_ATTR, known + ids)
+    log.info("Workers: SLURM jobs %s take trials from the study; their logs are in %s", " ".join(ids),
+             Path(jobs[0].paths.stdout).parent.parent)  # fmt: skip
+    return ids
+
+
+def attach(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: Sequence[str]) -> None:
+    """The driver's part: submit the workers the study still needs, then, unless detached, log each trial as it
+    finishes until the workers have ended, and write the results. Ctrl-C detaches: the workers go on."""
+    alive = list(alive)
+    if alive:
+        log.info("Re-attached to the sweep's workers: SLURM jobs %s", " ".join(alive))
+    needed = min(sweeper.workers - len(alive), unclaimed(study, plan.n_trials))
+    if needed > 0:
+        alive += submit(sweeper, study, plan, needed)
+    if alive and sweeper.detach:
+        log.info("Detached: the workers go on without this command. Run the same command to re-attach and see "
+                 "their progress; scancel %s stops them", " ".join(alive))  # fmt: skip
+        return
+    try:
+        watch(sweeper, study, plan, alive)
+    except KeyboardInterrupt:
+        alive = live_workers(study)
+        log.warning("Detached: the workers (SLURM jobs %s) go on. Run the same command to re-attach; scancel %s "
+                    "stops them", " ".join(alive), " ".join(alive))  # fmt: skip
+        raise
+    finished = count_finished(study)
+    sweeper.finish(study)
+    if finished < plan.n_trials:
+        if failure := sweeper.too_many_failed(study, plan.n_trials):
+            raise ConfigError(failure)
+        if plan.deadline is None or time.time() < plan.deadline:
+            raise ConfigError(
+                f"the workers ended with {finished} of {plan.n_trials} trials finished; their logs are in "
+                f"{sweeper.launcher.params['submitit_folder']}: run the same command to resume"
+            )
+
+
+def watch(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: list[str]) -> None:
+    """Log each trial as it finishes, and fail those of dead workers, until no worker is left. Workers that
+    ended early, leaving trials to start (a retried trial), are replaced, as long as trials keep finishing."""
+    shown = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    finished_at_submission = count_finished(study)
+    while alive:
+        time.sleep(POLL_S)
+        reap(study, sweeper.storage_url)
+        ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        for trial in sorted(ended, key=lambda t: t.datetime_complete or t.datetime_start):
+            if trial.number not in shown:
+                shown.add(trial.number)
+                sweeper.log_progress(study, trial, plan.n_trials, trial.user_attrs.get(DURATION))
+        alive = live_workers(study)
+        progressed = count_finished(study) > finished_at_submission
+        if progressed and len(alive) < sweeper.workers and (needed := unclaimed(study, plan.n_trials)) > 0:
+            if plan.deadline is None or time.time() < plan.deadline:
+                alive += submit(sweeper, study, plan, min(sweeper.workers - len(alive), needed))
+                finished_at_submission = count_finished(study)
+
+
+class SweepWorker:
+    """A worker's SLURM job, pickled by submitit with the sweeper (its launcher and config) and the plan."""
+
+    def __init__(self, sweeper: TuningSweeper, plan: SweepPlan, singleton_state: dict[Any, Any]) -> None:
+        self.sweeper, self.plan, self.singleton_state = sweeper, plan, singleton_state
+        self.current: Optional[tuple[int, list[str]]] = None  # the trial it runs: resumed after a requeue
+        self.job_id, self.log, self.ran = "", "", 0
+
+    def __call__(self, index: int) -> int:
+        """Run trials until none is left to start; the worker that sees the study complete writes the results
+        files. Returns the number of trials this worker ran."""
+        import submitit
+
+        environment = submitit.JobEnvironment()
+        self.job_id, self.log = str(environment.job_id), str(environment.paths.stdout)
+        Singleton.set_state(self.singleton_state)
+        self._reset_logging()
+        sweeper, plan, storage = self.sweeper, self.plan, open_storage(self.sweeper.storage_url)
+        study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+        study.sampler = sweeper.sampler(plan.sweep_seed, len(study.trials), plan.grid is not None, worker=index)
+        if self.current is not None:  # requeued in the middle of a trial: finish it, from its checkpoint
+            number, overrides = self.current
+            trial = running_trial(study, storage, number)
+            sweeper.record(study, trial, self._launch(trial, overrides, resumed=True), len(plan.directions))
+        failure = sweeper.run_trials(
+            study, plan, Slots(1), self._launch, before_ask=lambda: reap(study, sweeper.storage_url),
+            claim=lambda trial: claim(study, sweeper.storage_url, trial, plan),
+        )  # fmt: skip
+        if failure:
+            log.error("Stopping: %s", failure)
+        if count_finished(study) >= plan.n_trials:
+            sweeper.finish(study)
+        return self.ran
+
+    def _launch(self, trial: optuna.Trial, overrides: Sequence[str], resumed: bool = False) -> JobReturn:
+        """Run the trial in this process, as the launcher runs a trial's own SLURM job."""
+        path = self.sweeper.sweep_dir / str(trial.number)
+        if not resumed:
+            trial.set_user_attr(WORKER_JOB, self.job_id)
+            if path.exists():
+                return not_run(overrides, RuntimeError(f"not run: {path} already holds another run"))
+        self.current = (trial.number, list(overrides))
+        self.ran += 1
+        try:
+            ret = self.sweeper.launcher(
+                list(overrides), "hydra.sweep.dir", trial.number, f"job_id_for_{trial.number}", self.singleton_state
+            )
+        except Exception as error:  # noqa: BLE001 - raised before the trial ran: its overrides do not compose
+            ret = composition_failure(overrides, error)
+        finally:
+            self.current = None
+            self._reset_logging()
+        slurm_ret = SlurmJobReturn(**{name: getattr(ret, name) for name in JobReturn.__dataclass_fields__},
+                                   job_id=self.job_id, log=self.log)  # fmt: skip
+        setattr(slurm_ret, DURATION, job_duration(ret))
+        return slurm_ret
+
+    def _reset_logging(self) -> None:
+        """The worker's own log lines to its job's log, not to the file of the last trial that Hydra logged to."""
+        hydra = self.sweeper.config.hydra
+        configure_log(hydra.hydra_logging, hydra.verbose)
+
+    def checkpoint(self, index: int) -> Any:
+        """submitit's requeue (preemption, time limit): the same worker, and the trial it was running."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, index)
