@@ -453,13 +453,14 @@ class TuningSweeper(Sweeper):
         return [f"{name}={value}" for name, value in {**trial.params, **fixed}.items()]
 
     @staticmethod
-    def _ask(study: optuna.Study, grid: Optional[list[dict[str, Any]]]) -> Optional[optuna.Trial]:
+    def _ask(study: optuna.Study, grid: Optional[list[dict[str, Any]]], lane: int = 0) -> Optional[optuna.Trial]:
         """The next trial: a died trial's configuration waiting to run again, the grid's next point that no trial
-        holds, or the sampler's; None when every point of the grid is finished or running."""
+        holds (worker `lane` takes the lane-th, lest workers that ask at once take the same), or the sampler's;
+        None when every point of the grid is finished or running."""
         if grid is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             if not (points := unvisited(grid, study)):
                 return None
-            study.enqueue_trial(points[0])
+            study.enqueue_trial(points[min(lane, len(points) - 1)])
         return study.ask()
 
     # --- the loop ----------------------------------------------------------------------------
@@ -579,6 +580,7 @@ class TuningSweeper(Sweeper):
         gpus: int = 0,
         before_ask: Optional[Callable[[], None]] = None,
         claim: Optional[Callable[[optuna.Trial], bool]] = None,
+        lane: int = 0,
     ) -> str:
         """Run trials on `slots` until the study holds `plan.n_trials` finished ones, counting those that other
         processes (workers) run; each slot that frees gets the next trial at once. A worker looks for trials
@@ -600,7 +602,7 @@ class TuningSweeper(Sweeper):
                         stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
                         log.info("Stopping: %s", stop)
                         break
-                    trial = self._ask(study, plan.grid)
+                    trial = self._ask(study, plan.grid, lane)
                     if trial is None or claim is None or claim(trial):
                         break
                     trial = None  # given up to another worker's: ask again

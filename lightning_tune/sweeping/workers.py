@@ -86,13 +86,12 @@ def claim(study: optuna.Study, url: str, trial: optuna.Trial, plan: SweepPlan) -
     over = count_finished(study) + len(running) - plan.n_trials
     reason = "" if over <= 0 or trial.number not in running[-over:] else "another worker took the study's last trial"
     if plan.grid is not None and not reason:
-        point = point_key(trial.system_attrs.get("fixed_params", {}))
+        point = point_key(trials[trial.number].system_attrs.get("fixed_params", {}))
         taken = [t for t in trials[: trial.number] if not t.user_attrs.get(INTERRUPTED) and t.state != TrialState.WAITING]
         if any(point_key(t.params or t.system_attrs.get("fixed_params", {})) == point for t in taken):
             reason = f"another worker took the grid point {dict(point)}"
     if reason:
-        frozen = study.get_trials(deepcopy=False)[trial.number]
-        interrupt(study, url, frozen, f"not run: {reason}", retry=False, once=False)
+        interrupt(study, url, trials[trial.number], f"not run: {reason}", retry=False, once=False)
     return not reason
 
 
@@ -119,9 +118,13 @@ def submit(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, count: 
         raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
     ids = [str(job.job_id) for job in jobs]
     study.set_user_attr(WORKERS_ATTR, known + ids)
-    log.info("Workers: SLURM jobs %s take trials from the study; their logs are in %s", " ".join(ids),
-             Path(jobs[0].paths.stdout).parent.parent)  # fmt: skip
+    log.info("Workers: SLURM jobs %s take trials from the study; their logs are in %s", " ".join(ids), logs_dir(sweeper))
     return ids
+
+
+def logs_dir(sweeper: TuningSweeper) -> Path:
+    """The folder of the workers' logs, one folder per job in it (submitit's `%j`)."""
+    return Path(str(sweeper.launcher.params["submitit_folder"]).split("%j")[0])
 
 
 def attach(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: Sequence[str]) -> None:
@@ -152,7 +155,7 @@ def attach(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: 
         if plan.deadline is None or time.time() < plan.deadline:
             raise ConfigError(
                 f"the workers ended with {finished} of {plan.n_trials} trials finished; their logs are in "
-                f"{sweeper.launcher.params['submitit_folder']}: run the same command to resume"
+                f"{logs_dir(sweeper)}: run the same command to resume"
             )
 
 
@@ -170,6 +173,8 @@ def watch(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: l
                 shown.add(trial.number)
                 sweeper.log_progress(study, trial, plan.n_trials, trial.user_attrs.get(DURATION))
         alive = live_workers(study)
+        if not alive:  # a worker that died last left its trial running
+            reap(study, sweeper.storage_url)
         progressed = count_finished(study) > finished_at_submission
         if progressed and len(alive) < sweeper.workers and (needed := unclaimed(study, plan.n_trials)) > 0:
             if plan.deadline is None or time.time() < plan.deadline:
@@ -203,7 +208,7 @@ class SweepWorker:
             sweeper.record(study, trial, self._launch(trial, overrides, resumed=True), len(plan.directions))
         failure = sweeper.run_trials(
             study, plan, Slots(1), self._launch, before_ask=lambda: reap(study, sweeper.storage_url),
-            claim=lambda trial: claim(study, sweeper.storage_url, trial, plan),
+            claim=lambda trial: claim(study, sweeper.storage_url, trial, plan), lane=index % sweeper.workers,
         )  # fmt: skip
         if failure:
             log.error("Stopping: %s", failure)

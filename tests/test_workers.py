@@ -1,0 +1,291 @@
+"""Workers (`hydra.sweeper.workers=W`): SLURM jobs that take trials from the study and outlive the driver.
+
+First what needs no cluster: the refusals, and how a worker claims a trial and finds another's dead one;
+then (marked `slurm`) on the real cluster that ../shared/slurm/start-local-cluster starts: a driver killed
+mid-sweep, detach and re-attach, a cancelled worker, pruning and requeue under workers.
+"""
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+import pytest
+from conftest import ROOT
+from optuna.trial import TrialState
+from sweeping import ENV, JOURNAL, PRUNING, TINY, Sweep, command, finished, run_sweep
+
+from lightning_tune.sweeping import workers
+from lightning_tune.sweeping.config import sweep_id
+from lightning_tune.sweeping.sweeper import INTERRUPTED, RETRY_OF, WORKER_JOB, SweepPlan, count_finished
+from lightning_tune.sweeping.space import SearchSpace
+
+
+# --- without a cluster ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hydra.sweeper.workers=2"], "error: hydra.sweeper.workers=2 needs launcher=slurm: workers are SLURM jobs "
+                                      "that outlive this command; on this machine, run trials in parallel with "
+                                      "launcher=joblib launcher.n_jobs=2"),
+        (["hydra.sweeper.detach=true"], "error: hydra.sweeper.detach=true needs workers to leave running: add "
+                                        "hydra.sweeper.workers=<jobs> (with launcher=slurm)"),
+        (["hydra.sweeper.workers=-1"], "hydra.sweeper.workers=-1"),
+    ],
+    ids=["workers-without-slurm", "detach-without-workers", "negative"],
+)
+def test_workers_where_they_cannot_be_are_one_line_and_write_nothing(tmp_path, args, message):
+    result = subprocess.run(command(tmp_path / "sweep", "hparams_search=random", *TINY, *args), cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_workers_and_detach_keep_the_sweep_directory():
+    """The same search with or without workers, detached or not, is the same sweep: it resumes, re-attaches."""
+    search = ["hparams_search=tpe", "optimizer.lr=interval(1e-4,1e-1)"]
+    assert sweep_id(search) == sweep_id([*search, "hydra.sweeper.workers=4", "hydra.sweeper.detach=true"])
+
+
+def plan(n_trials: int, grid: Optional[list[dict[str, Any]]] = None) -> SweepPlan:
+    return SweepPlan(space=SearchSpace({}, {}), objectives=["val/acc"], directions=["maximize"], sweep_seed=0,
+                     grid=grid, n_trials=n_trials, deadline=None)  # fmt: skip
+
+
+@pytest.fixture
+def study(tmp_path) -> tuple[optuna.Study, str]:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    return optuna.create_study(study_name="lightning-tune", storage=url, direction="maximize"), url
+
+
+def test_of_two_workers_that_take_the_last_trial_at_once_the_later_gives_it_up(study):
+    study, url = study
+    first = study.ask()
+    first.suggest_float("x", 0, 1)
+    second = study.ask()  # both asked with one trial left of n_trials=2 ...
+    assert workers.claim(study, url, second, plan(n_trials=2))  # ... is fine: 2 running, 0 finished
+    third = study.ask()  # asked by a worker that counted before the second's ask
+    assert not workers.claim(study, url, third, plan(n_trials=2))
+    given_up = study.trials[third.number]
+    assert given_up.state == TrialState.FAIL and given_up.user_attrs[INTERRUPTED]
+    assert given_up.user_attrs["fail_reason"] == "interrupted: not run: another worker took the study's last trial"
+    study.tell(first, 0.5)
+    study.tell(second, 0.6)
+    assert count_finished(study) == 2  # the given-up trial counts for nothing
+
+
+def test_of_two_workers_that_take_the_same_grid_point_the_later_gives_it_up(study):
+    study, url = study
+    point = {"x": 1.0}
+    grid = [point, {"x": 2.0}]
+    for _ in range(2):  # two workers that each found the point unvisited and enqueued it
+        study.enqueue_trial(point)
+    first, second = study.ask(), study.ask()
+    assert workers.claim(study, url, first, plan(n_trials=2, grid=grid))
+    assert not workers.claim(study, url, second, plan(n_trials=2, grid=grid))
+    assert study.trials[second.number].user_attrs["fail_reason"] == (
+        "interrupted: not run: another worker took the grid point {'x': 1.0}"
+    )
+
+
+def test_a_trial_whose_worker_left_the_queue_is_interrupted_and_retried_once(study, monkeypatch):
+    study, url = study
+    jobs = {"7_0": "live", "7_1": "gone", "7_2": "gone"}
+    trials = {}
+    for job in jobs:
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr(WORKER_JOB, job)
+        trials[job] = trial
+    trials["7_2"].set_user_attr(RETRY_OF, 0)  # a retry whose worker died too: it fails for good
+    monkeypatch.setattr(workers, "ended_state", lambda job: "state CANCELLED by 0")
+    monkeypatch.setattr(workers, "queued_jobs", lambda: None)  # squeue cannot say: nothing is taken for dead
+    assert workers.reap(study, url) == 0
+    monkeypatch.setattr(workers, "queued_jobs", lambda: {"7_0", "99"})
+    assert workers.reap(study, url) == 2
+    live, gone, gone_again, retry = study.get_trials(deepcopy=False)
+    assert live.state == TrialState.RUNNING
+    assert gone.state == TrialState.FAIL and gone.user_attrs[INTERRUPTED]
+    assert gone.user_attrs["fail_reason"] == (
+        "interrupted: its worker, SLURM job 7_1, ended (state CANCELLED by 0); its configuration is retried"
+    )
+    assert retry.state == TrialState.WAITING and retry.user_attrs[RETRY_OF] == gone.number
+    assert gone_again.state == TrialState.FAIL and INTERRUPTED not in gone_again.user_attrs
+    assert gone_again.user_attrs["fail_reason"] == "its worker, SLURM job 7_2, ended (state CANCELLED by 0)"
+    assert workers.reap(study, url) == 0  # reaped once
+
+
+# --- on the real cluster ------------------------------------------------------------------------------
+def on_workers(partition: str, *args: str, workers: int = 2) -> list[str]:
+    """Workers of one CPU and 1 GB each: two fit the 2-CPU test node at once."""
+    return ["launcher=slurm", f"launcher.partition={partition}", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
+            "launcher.timeout_min=10", f"hydra.sweeper.workers={workers}", *args]  # fmt: skip
+
+
+# trials of 2 epochs of 30 batches: a few seconds each, long enough to act during the sweep
+MEDIUM = ["hparams_search=random", "trainer=cpu", "logger=csv", "trainer.max_epochs=2", "+trainer.limit_train_batches=30",
+          "data.batch_size=16"]  # fmt: skip
+
+
+def wait_for(condition: Any, what: str, log: Path, timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.25)
+    return value
+
+
+def queued(job_ids: list[str]) -> set[str]:
+    out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i"], capture_output=True, text=True).stdout
+    return set(job_ids) & set(out.split())
+
+
+def start(sweep_dir: Path, args: list[str]) -> tuple[subprocess.Popen, Path, list[str]]:
+    """The sweep's command in the background, once it has submitted its workers: its process, log and job ids."""
+    log = sweep_dir.with_suffix(".log")
+    with open(log, "w") as output:
+        process = subprocess.Popen(command(sweep_dir, *args), cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        jobs = wait_for(lambda: re.search(r"Workers: SLURM jobs ([\d_ ]+) take", log.read_text()), "workers", log)
+    except BaseException:
+        process.kill()
+        raise
+    return process, log, jobs[1].split()
+
+
+def results_of(sweep_dir: Path) -> None:
+    for name in ("trials.csv", "best.yaml", "optimization_results.yaml", "report.md"):
+        assert (sweep_dir / name).is_file(), name
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", [[], [JOURNAL]], ids=["sqlite", "journal"])
+def test_workers_finish_the_study_after_the_driver_is_killed_and_the_same_command_adds_nothing(
+    partition, tmp_path, storage
+):
+    sweep_dir, args = tmp_path / "sweep", on_workers(partition, *MEDIUM, "hydra.sweeper.n_trials=5", *storage)
+    process, log, jobs = start(sweep_dir, args)
+    wait_for(lambda: "Trial 0 (" in log.read_text() or "Trial 1 (" in log.read_text(), "a finished trial", log)
+    process.kill()  # kill -9, mid-sweep
+    process.wait()
+    assert queued(jobs) == set(jobs)  # the workers go on
+    wait_for(lambda: not queued(jobs), "the workers' end", log)
+    sweep = Sweep(sweep_dir, subprocess.CompletedProcess([], 0, "", ""))
+    assert count_finished(sweep.study()) == 5
+    assert [trial.state for trial in sweep.trials()] == [TrialState.COMPLETE] * 5  # none lost, none twice
+    results_of(sweep_dir)  # written by the last worker
+    rows = sweep.rows()
+    assert len(rows) == 5 and {row["job_id"] for row in rows} == set(jobs)  # both workers took trials
+    assert all(row["log"].endswith("_log.out") for row in rows)
+
+    again = run_sweep(sweep_dir, *args).ok()  # re-attaches: the study is complete, so no worker is submitted
+    assert "Workers: SLURM jobs" not in again.output and "5 of 5 trial(s) finished" in again.output
+    assert len(again.trials()) == 5
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_detached_sweep_refuses_a_command_without_workers_and_the_same_command_re_attaches(partition, tmp_path):
+    sweep_dir, args = tmp_path / "sweep", on_workers(partition, *MEDIUM, "hydra.sweeper.n_trials=4")
+    detached = run_sweep(sweep_dir, *args, "hydra.sweeper.detach=true").ok()
+    jobs = re.search(r"Workers: SLURM jobs ([\d_ ]+) take", detached.output)[1].split()
+    assert f"Detached: the workers go on without this command. Run the same command to re-attach and see their " \
+           f"progress; scancel {' '.join(jobs)} stops them" in detached.output  # fmt: skip
+    assert queued(jobs)  # it returned at once: its workers run
+
+    without = run_sweep(sweep_dir, *[a for a in args if not a.startswith("hydra.sweeper.workers")])
+    assert without.result.returncode != 0 and without.result.stderr.strip() == (
+        f"error: this sweep's workers (SLURM jobs {' '.join(jobs)}) are running: add hydra.sweeper.workers=<jobs> to "
+        f"re-attach to them, or stop them first (scancel {' '.join(jobs)})"
+    )
+    attached = run_sweep(sweep_dir, *args).ok()
+    assert f"Re-attached to the sweep's workers: SLURM jobs {' '.join(jobs)}" in attached.output
+    assert "Workers: SLURM jobs" not in attached.output  # none added: the running ones take what is left
+    assert "Trial 3 (" in attached.output and "Best value" in attached.output
+    assert [trial.state for trial in attached.trials()] == [TrialState.COMPLETE] * 4
+    results_of(sweep_dir)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_cancelled_worker_s_trial_is_interrupted_and_retried_by_another_worker(partition, tmp_path):
+    long_trials = ["trainer.max_epochs=6", "hydra.sweeper.n_trials=3"]
+    sweep_dir = tmp_path / "sweep"
+    process, log, jobs = start(sweep_dir, on_workers(partition, *MEDIUM, *long_trials))
+    try:
+        wait_for((sweep_dir / "0" / "checkpoints" / "best.ckpt").is_file, "trial 0's first epoch", log)
+        study = Sweep(sweep_dir, subprocess.CompletedProcess([], 0, "", "")).study()
+        victim = study.trials[0].user_attrs[WORKER_JOB]
+        subprocess.run(["scancel", victim], check=True)
+    finally:
+        sweep = finished(process, log, sweep_dir)
+    sweep.ok()
+    cancelled, *others = sweep.trials()
+    assert cancelled.state == TrialState.FAIL and cancelled.user_attrs[INTERRUPTED]
+    assert cancelled.user_attrs["fail_reason"] == (
+        f"interrupted: its worker, SLURM job {victim}, ended (state CANCELLED by 0); its configuration is retried"
+    )
+    (retried,) = [trial for trial in others if trial.user_attrs.get(RETRY_OF) == 0]
+    assert retried.params == cancelled.params and retried.state == TrialState.COMPLETE
+    (survivor,) = set(jobs) - {victim}
+    assert retried.user_attrs[WORKER_JOB] == survivor
+    assert count_finished(sweep.study()) == 3 and [t.state for t in others] == [TrialState.COMPLETE] * 3
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pruning_works_across_workers(partition, tmp_path):
+    sweep = run_sweep(
+        tmp_path / "sweep",
+        *on_workers(partition, *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2"),
+    ).ok()
+    trials = sweep.trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
+    assert all(max(trial.intermediate_values) < 2 for trial in trials[2:])  # stopped inside their workers
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_preempted_worker_is_requeued_and_resumes_its_trial_from_its_checkpoint(partition, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = on_workers(partition, *MEDIUM, "trainer.max_epochs=6", "hydra.sweeper.n_trials=2", workers=1)
+    process, log, (job,) = start(sweep_dir, args)
+    try:
+        wait_for((sweep_dir / "0" / "checkpoints" / "best.ckpt").is_file, "trial 0's first epoch", log)
+        subprocess.run(["scancel", "--signal=USR1", job], check=True)
+        # released in 2 s rather than after CredExpire: see test_slurm's requeue test
+        state = lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True).stdout  # noqa: E731
+        wait_for(lambda: "BeginTime" in state(), "requeue", log)
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now+2"], check=True)
+    finally:
+        sweep = finished(process, log, sweep_dir)
+    sweep.ok()
+    first, second = sweep.trials()
+    assert first.state == second.state == TrialState.COMPLETE
+    assert first.user_attrs[WORKER_JOB] == second.user_attrs[WORKER_JOB] == job  # the same worker, requeued
+    run_log = (sweep_dir / "0" / "train.log").read_text()
+    saved = re.search(r"Saved \S+requeue.ckpt at epoch (\d+), step (\d+); requeueing", run_log)
+    resumed = re.search(r"Resumed from \S+requeue.ckpt at epoch (\d+), step (\d+)", run_log)
+    assert saved and resumed and resumed[2] == saved[2], run_log
+    assert (sweep_dir / "best.yaml").is_file()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_ctrl_c_detaches_the_driver_and_leaves_the_workers_running(partition, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    process, log, jobs = start(sweep_dir, on_workers(partition, *MEDIUM, "trainer.max_epochs=6", "hydra.sweeper.n_trials=2"))
+    try:
+        process.send_signal(signal.SIGINT)
+        interrupted = finished(process, log, sweep_dir, timeout=60)
+        assert interrupted.result.returncode != 0
+        assert f"Detached: the workers (SLURM jobs {' '.join(jobs)}) go on. Run the same command to re-attach; " \
+               f"scancel {' '.join(jobs)} stops them" in interrupted.output  # fmt: skip
+        assert queued(jobs) == set(jobs)
+    finally:
+        subprocess.run(["scancel", *jobs], check=False)
