@@ -170,10 +170,9 @@ def test_workers_finish_the_study_after_the_driver_is_killed_and_the_same_comman
 ):
     sweep_dir, args = tmp_path / "sweep", on_workers(partition, *MEDIUM, "hydra.sweeper.n_trials=5", *storage)
     process, log, jobs = start(sweep_dir, args)
-    wait_for(lambda: "Trial 0 (" in log.read_text() or "Trial 1 (" in log.read_text(), "a finished trial", log)
-    process.kill()  # kill -9, mid-sweep
+    process.kill()  # kill -9, once it has submitted the workers
     process.wait()
-    assert queued(jobs) == set(jobs)  # the workers go on
+    assert queued(jobs) and not (sweep_dir / "report.md").exists()  # the workers go on; the results are to come
     wait_for(lambda: not queued(jobs), "the workers' end", log)
     sweep = Sweep(sweep_dir, subprocess.CompletedProcess([], 0, "", ""))
     assert count_finished(sweep.study()) == 5
