@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from datetime import datetime
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -191,18 +192,28 @@ def cancel_jobs(jobs: "set[submitit.Job]") -> None:
         log.warning("Interrupted: cancelled SLURM jobs %s", " ".join(sorted(job.job_id for job in jobs)))
 
 
-def queued_jobs() -> Optional[set[str]]:
-    """The ids of this user's jobs that SLURM holds (pending, a requeued one too, running or ending), each task
-    of an array as `<array>_<task>`; None when squeue cannot say (the controller down), where nothing may be
-    taken for dead."""
+def queued_jobs() -> Optional[dict[str, Optional[float]]]:
+    """This user's jobs that SLURM holds (pending, a requeued one too, running or ending), each task of an
+    array as `<array>_<task>`: for each, the seconds since its current run started, or None while it waits;
+    None when squeue cannot say (the controller down), where nothing may be taken for dead."""
     try:
         result = subprocess.run(
-            ["squeue", "--noheader", "--array", f"--user={os.getuid()}", "--format=%i"],
+            ["squeue", "--noheader", "--array", f"--user={os.getuid()}", "--format=%i %T %S"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return set(result.stdout.split()) if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    jobs: dict[str, Optional[float]] = {}
+    for line in result.stdout.splitlines():
+        job, state, started = (line.split() + ["", ""])[:3]
+        try:  # squeue's %S: the start, in the controller's local time (a waiting job's is an estimate, or N/A)
+            running_s = (datetime.now() - datetime.fromisoformat(started)).total_seconds()
+        except ValueError:
+            running_s = None
+        jobs[job] = running_s if state == "RUNNING" else None
+    return jobs
 
 
 def ended_state(job_id: str) -> str:
@@ -217,3 +228,8 @@ def ended_state(job_id: str) -> str:
         return "state unknown"
     states = result.stdout.split("\n") if result.returncode == 0 else []
     return f"state {states[0].strip()}" if states and states[0].strip() else "state unknown"
+
+
+def cancel_job(job_id: str) -> None:
+    """scancel one job, whatever its state; one that has ended already is no error."""
+    subprocess.run(["scancel", job_id], capture_output=True, timeout=60, check=False)

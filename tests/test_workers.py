@@ -20,6 +20,8 @@ from sweeping import ENV, JOURNAL, PRUNING, TINY, Sweep, command, finished, run_
 
 from lightning_tune.sweeping import workers
 from lightning_tune.sweeping.config import sweep_id
+from lightning_tune.sweeping.private_optuna import heartbeat, stale_trial_numbers
+from lightning_tune.sweeping.study import open_storage
 from lightning_tune.sweeping.sweeper import INTERRUPTED, RETRY_OF, WORKER_JOB, SweepPlan, count_finished
 from lightning_tune.sweeping.space import SearchSpace
 
@@ -104,9 +106,9 @@ def test_a_trial_whose_worker_left_the_queue_is_interrupted_and_retried_once(stu
     trials["7_2"].set_user_attr(RETRY_OF, 0)  # a retry whose worker died too: it fails for good
     monkeypatch.setattr(workers, "ended_state", lambda job: "state CANCELLED by 0")
     monkeypatch.setattr(workers, "queued_jobs", lambda: None)  # squeue cannot say: nothing is taken for dead
-    assert workers.reap(study, url) == 0
-    monkeypatch.setattr(workers, "queued_jobs", lambda: {"7_0", "99"})
-    assert workers.reap(study, url) == 2
+    assert workers.reap(study, url, grace_s=60) == 0
+    monkeypatch.setattr(workers, "queued_jobs", lambda: {"7_0": 500.0, "99": None})
+    assert workers.reap(study, url, grace_s=60) == 2
     live, gone, gone_again, retry = study.get_trials(deepcopy=False)
     assert live.state == TrialState.RUNNING
     assert gone.state == TrialState.FAIL and gone.user_attrs[INTERRUPTED]
@@ -116,7 +118,48 @@ def test_a_trial_whose_worker_left_the_queue_is_interrupted_and_retried_once(stu
     assert retry.state == TrialState.WAITING and retry.user_attrs[RETRY_OF] == gone.number
     assert gone_again.state == TrialState.FAIL and INTERRUPTED not in gone_again.user_attrs
     assert gone_again.user_attrs["fail_reason"] == "its worker, SLURM job 7_2, ended (state CANCELLED by 0)"
-    assert workers.reap(study, url) == 0  # reaped once
+    assert workers.reap(study, url, grace_s=60) == 0  # reaped once
+
+
+def test_a_trial_whose_heartbeat_stopped_while_its_worker_runs_is_retried_and_the_worker_cancelled(study, monkeypatch):
+    study, url = study
+    storage = open_storage(url)
+    running_s = {"8_0": 1000.0, "8_1": 0.5, "8_2": None, "8_3": 1000.0}  # 8_1 restarted after a requeue, 8_2 waits
+    for job in running_s:
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr(WORKER_JOB, job)
+        with heartbeat(storage, study.study_name, trial.number, interval_s=60):
+            pass  # one beat
+    cancelled = []
+    monkeypatch.setattr(workers, "queued_jobs", lambda: running_s)
+    monkeypatch.setattr(workers, "cancel_job", cancelled.append)
+    assert workers.reap(study, url, grace_s=1) == 0  # every beat is recent
+    time.sleep(2.5)  # SQLite's clock counts whole seconds
+    with heartbeat(storage, study.study_name, 3, interval_s=60):  # 8_3's trial beats on
+        assert workers.reap(study, url, grace_s=1) == 1
+    assert cancelled == ["8_0"]
+    hung, *kept, retry = study.get_trials(deepcopy=False)
+    assert hung.state == TrialState.FAIL and hung.user_attrs["fail_reason"] == (
+        "interrupted: no heartbeat for 1 s from its worker, SLURM job 8_0, which is cancelled; its configuration is "
+        "retried"
+    )
+    assert [t.state for t in kept] == [TrialState.RUNNING] * 3 and retry.user_attrs[RETRY_OF] == 0
+
+
+def test_a_journal_has_no_heartbeat_and_its_worker_s_queue_state_decides(tmp_path, monkeypatch):
+    url = f"journal:{tmp_path / 'optuna.journal'}"
+    study = optuna.create_study(study_name="lightning-tune", storage=open_storage(url))
+    trial = study.ask()
+    trial.set_user_attr(WORKER_JOB, "9_0")
+    with heartbeat(open_storage(url), study.study_name, trial.number, interval_s=60):
+        assert stale_trial_numbers(url, study.study_name, 1) == set()
+    monkeypatch.setattr(workers, "queued_jobs", lambda: {"9_0": 1000.0})
+    assert workers.reap(study, url, grace_s=1) == 0
+    monkeypatch.setattr(workers, "queued_jobs", lambda: {})
+    monkeypatch.setattr(workers, "ended_state", lambda job: "state OUT_OF_MEMORY")
+    assert workers.reap(study, url, grace_s=1) == 1
+    assert study.trials[0].user_attrs["fail_reason"].startswith("interrupted: its worker, SLURM job 9_0, ended (state OUT")
 
 
 # --- on the real cluster ------------------------------------------------------------------------------
@@ -288,3 +331,35 @@ def test_ctrl_c_detaches_the_driver_and_leaves_the_workers_running(partition, tm
         assert queued(jobs) == set(jobs)
     finally:
         subprocess.run(["scancel", *jobs], check=False)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_hung_worker_without_heartbeat_is_cancelled_and_its_trial_retried(partition, tmp_path):
+    """A worker whose process stops (SIGSTOP: as a hung one, or one on a node cut off, looks) while SLURM still
+    runs its job: its trial's heartbeat stops, and after the grace period the job is cancelled and the trial
+    retried by the other worker."""
+    sweep_dir = tmp_path / "sweep"
+    args = on_workers(partition, *MEDIUM, "trainer.max_epochs=6", "hydra.sweeper.n_trials=3",
+                      "hydra.sweeper.heartbeat_grace_s=6")  # fmt: skip
+    process, log, jobs = start(sweep_dir, args)
+    try:
+        wait_for((sweep_dir / "0" / "checkpoints" / "best.ckpt").is_file, "trial 0's first epoch", log)
+        study = Sweep(sweep_dir, subprocess.CompletedProcess([], 0, "", "")).study()
+        victim = study.trials[0].user_attrs[WORKER_JOB]
+        raw_id = subprocess.run(["squeue", "-h", "-j", victim, "-o", "%A"], capture_output=True, text=True).stdout
+        pids = subprocess.run(["scontrol", "listpids", raw_id.strip()], capture_output=True, text=True, check=True).stdout
+        for pid in re.findall(r"^(\d+)\s", pids, flags=re.MULTILINE):
+            subprocess.run(["kill", "-STOP", pid], check=False)
+    finally:
+        sweep = finished(process, log, sweep_dir)
+    sweep.ok()
+    hung, *others = sweep.trials()
+    assert hung.state == TrialState.FAIL and hung.user_attrs["fail_reason"] == (
+        f"interrupted: no heartbeat for 6 s from its worker, SLURM job {victim}, which is cancelled; its "
+        f"configuration is retried"
+    )
+    (retried,) = [trial for trial in others if trial.user_attrs.get(RETRY_OF) == 0]
+    assert retried.params == hung.params and retried.user_attrs[WORKER_JOB] != victim
+    assert count_finished(sweep.study()) == 3
+    wait_for(lambda: not queued([victim]), "the hung worker's cancellation", log, timeout=120)

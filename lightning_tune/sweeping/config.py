@@ -78,6 +78,9 @@ class TuningSweeperConf(OptunaSweeperConf):
     workers: int = setting(COUNT, 0)
     # with workers: submit them and return at once; the same command re-attaches, and shows progress
     detach: bool = False
+    # with workers: a trial whose heartbeat (database storages) stops this long while its worker's job runs is
+    # taken for hung or cut off: the job is cancelled and the trial retried. The heartbeat: every quarter of it
+    heartbeat_grace_s: int = setting(AT_LEAST_1, 120)
     # the sweep stops once more than this share of n_trials has failed
     max_failure_rate: float = setting(SHARE, 0.5)
     pruner: Any = MISSING  # Any, not PrunerConf: the chosen pruner keeps its own schema, and its valid values
@@ -98,8 +101,9 @@ PRUNERS = {"median": MedianPrunerConf, "asha": ASHAPrunerConf, "hyperband": Hype
 # Overrides that change how much or where a sweep runs, not what it searches: resuming with a larger
 # n_trials or another launcher keeps the same study.
 NOT_IN_SWEEP_ID = ("hydra.sweeper.n_trials", "hydra.sweeper.timeout_s", "hydra.sweeper.n_jobs",
-                   "hydra.sweeper.wait_for_batch", "hydra.sweeper.workers", "hydra.sweeper.detach", "hydra.launcher",
-                   "hydra/launcher", "launcher", "hydra.sweep.", "hydra.job_logging", "hydra.verbose")  # fmt: skip
+                   "hydra.sweeper.wait_for_batch", "hydra.sweeper.workers", "hydra.sweeper.detach",
+                   "hydra.sweeper.heartbeat_grace_s", "hydra.launcher", "hydra/launcher", "launcher", "hydra.sweep.",
+                   "hydra.job_logging", "hydra.verbose")  # fmt: skip
 
 
 def sweep_id(*override_lists: Any) -> str:

@@ -13,12 +13,20 @@ arguments, or acts otherwise than the public API it is compared with.
   in this process holds. Optuna's docs say storages are "not supposed to be directly accessed by library
   users"; `Study` sets attrs of the study, and `tell` finishes a trial by number, but nothing sets a
   trial's attrs by number (`Trial(...)` would also call the sweep's sampler's `before_trial`).
+- `RDBStorage.record_heartbeat` and `_get_stale_trial_ids`: Optuna's heartbeat of a running trial, which
+  Optuna starts only inside `Study.optimize` (and `Study.ask` warns when the storage has one), and its list of
+  running trials without a recent beat, which only `fail_stale_trials` reads and which fails them unasked: a
+  worker beats for its own trial, and a trial whose worker SLURM still holds, requeued, must not be failed.
 - `hydra_plugins.hydra_optuna_sweeper._impl.create_optuna_distribution_from_override`: Hydra's sweep syntax
   (`choice`, `range`, `interval`, `tag(log, ...)`) to Optuna distributions, as the Optuna sweeper reads it;
   the plugin has no public function for it.
 """
 
-from typing import Any
+import functools
+import threading
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import optuna
 from hydra.core.override_parser.types import Override
@@ -38,6 +46,53 @@ def set_running_trial_attrs(
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
     for key, value in attrs.items():
         storage.set_trial_user_attr(trial_id, key, value)
+
+
+@contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, study_name: str, number: int, interval_s: float) -> Iterator[None]:
+    """Record trial `number`'s heartbeat every `interval_s` while the block runs, on a database storage (a
+    journal has none: nothing is recorded)."""
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        yield
+        return
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stop.wait(interval_s):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def stale_trial_numbers(url: str, study_name: str, grace_s: float) -> set[int]:
+    """The running trials of a database storage's study whose last heartbeat is older than `grace_s` (a trial
+    that never beat is not among them); none for a journal."""
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return set()
+    storage = _heartbeat_storage(url, grace_s)
+    study_id = storage.get_study_id_from_name(study_name)
+    return {storage.get_trial_number_from_id(trial_id) for trial_id in storage._get_stale_trial_ids(study_id)}
+
+
+@functools.lru_cache(maxsize=None)
+def _heartbeat_storage(url: str, grace_s: float) -> optuna.storages.RDBStorage:
+    """A second connection whose only use is the stale-trial query, which needs heartbeats set on the storage:
+    on the study's own storage, each `ask` would warn that heartbeats are for `optimize`."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # as `study.open_storage`
+    with warnings.catch_warnings():  # both arguments are experimental: this module is where that is known
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=max(1, int(grace_s) // 2), grace_period=max(1, int(grace_s))
+        )
 
 
 def distribution_from_override(override: Override) -> Any:

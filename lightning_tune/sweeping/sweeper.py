@@ -204,6 +204,7 @@ class TuningSweeper(Sweeper):
         workers_per_gpu: int,
         workers: int,
         detach: bool,
+        heartbeat_grace_s: int,
         max_failure_rate: float,
         params: Optional[DictConfig],
         custom_search_space: Optional[str],
@@ -217,7 +218,7 @@ class TuningSweeper(Sweeper):
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate, self.params = n_trials, n_jobs, max_failure_rate, params
         self.timeout_s, self.wait_for_batch, self.workers_per_gpu = timeout_s, wait_for_batch, workers_per_gpu
-        self.workers, self.detach = workers, detach
+        self.workers, self.detach, self.heartbeat_grace_s = workers, detach, heartbeat_grace_s
         self.enqueue_trials = [dict(params) for params in enqueue_trials or []]
         self.warm_start = warm_start
 
@@ -328,7 +329,7 @@ class TuningSweeper(Sweeper):
         driver runs them. A worker's trial is left to its worker while SLURM holds that (`workers.py`)."""
         from lightning_tune.sweeping.workers import reap
 
-        count = reap(study, self.storage_url, retry)  # those of workers that have ended
+        count = reap(study, self.storage_url, self.heartbeat_grace_s, retry)  # those of workers that have ended
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if WORKER_JOB not in trial.user_attrs:
                 count += interrupt(study, self.storage_url, trial, "the sweep stopped during it", retry, once=False)

@@ -29,9 +29,9 @@ from hydra.core.utils import JobReturn, configure_log
 from optuna.trial import TrialState
 
 from lightning_tune.errors import ConfigError
-from lightning_tune.slurm import SlurmJobReturn, ended_state, make_executor, one_line, queued_jobs
+from lightning_tune.slurm import SlurmJobReturn, cancel_job, ended_state, make_executor, one_line, queued_jobs
 from lightning_tune.sweeping.jobs import DURATION, job_duration
-from lightning_tune.sweeping.private_optuna import running_trial
+from lightning_tune.sweeping.private_optuna import heartbeat, running_trial, stale_trial_numbers
 from lightning_tune.sweeping.slots import Slots
 from lightning_tune.sweeping.study import open_storage
 from lightning_tune.sweeping.sweeper import (
@@ -61,18 +61,24 @@ def live_workers(study: optuna.Study) -> list[str]:
     return list(known) if queued is None else [job for job in known if job in queued]
 
 
-def reap(study: optuna.Study, url: str, retry: bool = True) -> int:
-    """Fail as interrupted the RUNNING trials whose worker's job SLURM no longer holds, naming its end, and
-    (`retry`) enqueue their configurations again; returns how many. The trials are read before the queue:
+def reap(study: optuna.Study, url: str, grace_s: float, retry: bool = True) -> int:
+    """Fail as interrupted, and (`retry`) enqueue again, the RUNNING trials whose worker is gone: its job has
+    left SLURM's queue, or has run for over `grace_s` while the trial's heartbeat is older than that (a hung
+    process, a node cut off; the job is cancelled). Returns how many. The trials are read before the queue:
     a trial still running after its worker left the queue has lost its worker."""
     orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if WORKER_JOB in t.user_attrs]
     if not orphans or (queued := queued_jobs()) is None:
         return 0
+    stale = stale_trial_numbers(url, study.study_name, grace_s)
     count = 0
     for trial in orphans:
         job = trial.user_attrs[WORKER_JOB]
         if job not in queued:
             count += interrupt(study, url, trial, f"its worker, SLURM job {job}, ended ({ended_state(job)})", retry)
+        elif trial.number in stale and (queued[job] or 0) > grace_s:  # not a requeued job, waiting or restarting
+            cancel_job(job)
+            reason = f"no heartbeat for {grace_s} s from its worker, SLURM job {job}, which is cancelled"
+            count += interrupt(study, url, trial, reason, retry)
     return count
 
 
@@ -166,7 +172,7 @@ def watch(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: l
     finished_at_submission = count_finished(study)
     while alive:
         time.sleep(POLL_S)
-        reap(study, sweeper.storage_url)
+        reap(study, sweeper.storage_url, sweeper.heartbeat_grace_s)
         ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         for trial in sorted(ended, key=lambda t: t.datetime_complete or t.datetime_start):
             if trial.number not in shown:
@@ -174,7 +180,7 @@ def watch(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: l
                 sweeper.log_progress(study, trial, plan.n_trials, trial.user_attrs.get(DURATION))
         alive = live_workers(study)
         if not alive:  # a worker that died last left its trial running
-            reap(study, sweeper.storage_url)
+            reap(study, sweeper.storage_url, sweeper.heartbeat_grace_s)
         progressed = count_finished(study) > finished_at_submission
         if progressed and len(alive) < sweeper.workers and (needed := unclaimed(study, plan.n_trials)) > 0:
             if plan.deadline is None or time.time() < plan.deadline:
@@ -207,7 +213,7 @@ class SweepWorker:
             trial = running_trial(study, storage, number)
             sweeper.record(study, trial, self._launch(trial, overrides, resumed=True), len(plan.directions))
         failure = sweeper.run_trials(
-            study, plan, Slots(1), self._launch, before_ask=lambda: reap(study, sweeper.storage_url),
+            study, plan, Slots(1), self._launch, before_ask=lambda: reap(study, sweeper.storage_url, sweeper.heartbeat_grace_s),
             claim=lambda trial: claim(study, sweeper.storage_url, trial, plan), lane=index % sweeper.workers,
         )  # fmt: skip
         if failure:
@@ -225,10 +231,13 @@ class SweepWorker:
                 return not_run(overrides, RuntimeError(f"not run: {path} already holds another run"))
         self.current = (trial.number, list(overrides))
         self.ran += 1
+        sweeper = self.sweeper
         try:
-            ret = self.sweeper.launcher(
-                list(overrides), "hydra.sweep.dir", trial.number, f"job_id_for_{trial.number}", self.singleton_state
-            )
+            beat_s = max(1.0, sweeper.heartbeat_grace_s / 4)
+            with heartbeat(open_storage(sweeper.storage_url), sweeper.study_name, trial.number, beat_s):
+                ret = sweeper.launcher(
+                    list(overrides), "hydra.sweep.dir", trial.number, f"job_id_for_{trial.number}", self.singleton_state
+                )
         except Exception as error:  # noqa: BLE001 - raised before the trial ran: its overrides do not compose
             ret = composition_failure(overrides, error)
         finally:
