@@ -8,6 +8,8 @@ import inspect
 import os
 import pkgutil
 import stat
+import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import fields
 from importlib.metadata import version
@@ -50,6 +52,9 @@ SIGNATURES = [
     ("optuna", f"{STORAGE}.get_study_id_from_name", ["self", "study_name"]),
     ("optuna", f"{STORAGE}.get_trial_id_from_study_id_trial_number", ["self", "study_id", "trial_number"]),
     ("optuna", f"{STORAGE}.set_trial_user_attr", ["self", "trial_id", "key", "value"]),
+    ("optuna", "optuna.storages.RDBStorage.record_heartbeat", ["self", "trial_id"]),
+    ("optuna", "optuna.storages.RDBStorage._get_stale_trial_ids", ["self", "study_id"]),
+    ("optuna", "optuna.storages.RDBStorage.get_trial_number_from_id", ["self", "trial_id"]),
     ("hydra-optuna-sweeper", "hydra_plugins.hydra_optuna_sweeper._impl.create_optuna_distribution_from_override",
      ["override"]),
     ("submitit", "submitit.slurm.slurm.SlurmExecutor._make_submission_file_text", ["self", "command", "uid"]),
@@ -208,6 +213,31 @@ def test_a_running_trials_attrs_set_by_number_are_its_own(study_and_storage):
     assert study.trials[asked.number].user_attrs == {"interrupted": True, "fail_reason": "x"}, changed(
         "optuna", f"{STORAGE}.set_trial_user_attr", "set other attrs than Study.trials shows"
     )
+
+
+def test_a_heartbeat_recorded_by_number_makes_a_trial_stale_once_it_stops_as_fail_stale_trials_sees_it(tmp_path):
+    """Our beat and stale query against Optuna's own `fail_stale_trials`, which fails exactly the stale trials."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name="s", storage=storage)
+    beating, stopped, silent = study.ask(), study.ask(), study.ask()
+    name = "optuna.storages.RDBStorage._get_stale_trial_ids"
+    with private_use("optuna", name):
+        from lightning_tune.sweeping.private_optuna import heartbeat, stale_trial_numbers
+
+        with heartbeat(storage, "s", stopped.number, interval_s=60):
+            pass
+        time.sleep(2.5)  # SQLite's clock counts whole seconds
+        with heartbeat(storage, "s", beating.number, interval_s=60):
+            stale = stale_trial_numbers(url, "s", grace_s=1)
+    assert stale == {stopped.number}, changed("optuna", name, f"finds {stale} stale, not trial {stopped.number} alone")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        beats = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
+        optuna.storages.fail_stale_trials(optuna.load_study(study_name="s", storage=beats))
+    failed = [t.number for t in study.get_trials(states=(TrialState.FAIL,))]
+    assert failed == sorted(stale), changed("optuna", name, f"differs from fail_stale_trials, which failed {failed}")
+    assert silent.number not in failed  # a trial that never beat is not stale
 
 
 @pytest.mark.parametrize(

@@ -30,11 +30,17 @@ from lightning_tune.sweeping.space import SearchSpace
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["hydra.sweeper.workers=2"], "error: hydra.sweeper.workers=2 needs launcher=slurm: workers are SLURM jobs "
-                                      "that outlive this command; on this machine, run trials in parallel with "
-                                      "launcher=joblib launcher.n_jobs=2"),
-        (["hydra.sweeper.detach=true"], "error: hydra.sweeper.detach=true needs workers to leave running: add "
-                                        "hydra.sweeper.workers=<jobs> (with launcher=slurm)"),
+        (
+            ["hydra.sweeper.workers=2"],
+            "error: hydra.sweeper.workers=2 needs launcher=slurm: workers are SLURM jobs "
+            "that outlive this command; on this machine, run trials in parallel with "
+            "launcher=joblib launcher.n_jobs=2",
+        ),
+        (
+            ["hydra.sweeper.detach=true"],
+            "error: hydra.sweeper.detach=true needs workers to leave running: add "
+            "hydra.sweeper.workers=<jobs> (with launcher=slurm)",
+        ),
         (["hydra.sweeper.workers=-1"], "hydra.sweeper.workers=-1"),
     ],
     ids=["workers-without-slurm", "detach-without-workers", "negative"],
@@ -159,7 +165,9 @@ def test_a_journal_has_no_heartbeat_and_its_worker_s_queue_state_decides(tmp_pat
     monkeypatch.setattr(workers, "queued_jobs", lambda: {})
     monkeypatch.setattr(workers, "ended_state", lambda job: "state OUT_OF_MEMORY")
     assert workers.reap(study, url, grace_s=1) == 1
-    assert study.trials[0].user_attrs["fail_reason"].startswith("interrupted: its worker, SLURM job 9_0, ended (state OUT")
+    assert (
+        study.trials[0].user_attrs["fail_reason"].startswith("interrupted: its worker, SLURM job 9_0, ended (state OUT")
+    )
 
 
 # --- on the real cluster ------------------------------------------------------------------------------
@@ -170,8 +178,8 @@ def on_workers(partition: str, *args: str, workers: int = 2) -> list[str]:
 
 
 # trials of 2 epochs of 30 batches: a few seconds each, long enough to act during the sweep
-MEDIUM = ["hparams_search=random", "trainer=cpu", "logger=csv", "trainer.max_epochs=2", "+trainer.limit_train_batches=30",
-          "data.batch_size=16"]  # fmt: skip
+MEDIUM = ["hparams_search=random", "trainer=cpu", "logger=csv", "trainer.max_epochs=2",
+          "+trainer.limit_train_batches=30", "data.batch_size=16"]  # fmt: skip
 
 
 def wait_for(condition: Any, what: str, log: Path, timeout: float = 180) -> Any:
@@ -191,7 +199,9 @@ def start(sweep_dir: Path, args: list[str]) -> tuple[subprocess.Popen, Path, lis
     """The sweep's command in the background, once it has submitted its workers: its process, log and job ids."""
     log = sweep_dir.with_suffix(".log")
     with open(log, "w") as output:
-        process = subprocess.Popen(command(sweep_dir, *args), cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command(sweep_dir, *args), cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT
+        )
     try:
         jobs = wait_for(lambda: re.search(r"Workers: SLURM jobs ([\d_ ]+) take", log.read_text()), "workers", log)
     except BaseException:
@@ -301,7 +311,9 @@ def test_a_preempted_worker_is_requeued_and_resumes_its_trial_from_its_checkpoin
         wait_for((sweep_dir / "0" / "checkpoints" / "best.ckpt").is_file, "trial 0's first epoch", log)
         subprocess.run(["scancel", "--signal=USR1", job], check=True)
         # released in 2 s rather than after CredExpire: see test_slurm's requeue test
-        state = lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True).stdout  # noqa: E731
+        state = lambda: (
+            subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True).stdout
+        )  # noqa: E731
         wait_for(lambda: "BeginTime" in state(), "requeue", log)
         subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now+2"], check=True)
     finally:
@@ -321,7 +333,9 @@ def test_a_preempted_worker_is_requeued_and_resumes_its_trial_from_its_checkpoin
 @pytest.mark.slow
 def test_ctrl_c_detaches_the_driver_and_leaves_the_workers_running(partition, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    process, log, jobs = start(sweep_dir, on_workers(partition, *MEDIUM, "trainer.max_epochs=6", "hydra.sweeper.n_trials=2"))
+    process, log, jobs = start(
+        sweep_dir, on_workers(partition, *MEDIUM, "trainer.max_epochs=6", "hydra.sweeper.n_trials=2")
+    )
     try:
         process.send_signal(signal.SIGINT)
         interrupted = finished(process, log, sweep_dir, timeout=60)
@@ -348,7 +362,9 @@ def test_a_hung_worker_without_heartbeat_is_cancelled_and_its_trial_retried(part
         study = Sweep(sweep_dir, subprocess.CompletedProcess([], 0, "", "")).study()
         victim = study.trials[0].user_attrs[WORKER_JOB]
         raw_id = subprocess.run(["squeue", "-h", "-j", victim, "-o", "%A"], capture_output=True, text=True).stdout
-        pids = subprocess.run(["scontrol", "listpids", raw_id.strip()], capture_output=True, text=True, check=True).stdout
+        pids = subprocess.run(
+            ["scontrol", "listpids", raw_id.strip()], capture_output=True, text=True, check=True
+        ).stdout
         for pid in re.findall(r"^(\d+)\s", pids, flags=re.MULTILINE):
             subprocess.run(["kill", "-STOP", pid], check=False)
     finally:

@@ -50,8 +50,8 @@ def set_running_trial_attrs(
 
 @contextmanager
 def heartbeat(storage: optuna.storages.BaseStorage, study_name: str, number: int, interval_s: float) -> Iterator[None]:
-    """Record trial `number`'s heartbeat every `interval_s` while the block runs, on a database storage (a
-    journal has none: nothing is recorded)."""
+    """Record trial `number`'s heartbeat as the block starts and every `interval_s` while it runs, on a database
+    storage (a journal has none: nothing is recorded)."""
     if not isinstance(storage, optuna.storages.RDBStorage):
         yield
         return
@@ -59,10 +59,10 @@ def heartbeat(storage: optuna.storages.BaseStorage, study_name: str, number: int
     stop = threading.Event()
 
     def beat() -> None:
-        while True:
+        while not stop.wait(interval_s):
             storage.record_heartbeat(trial_id)
-            if stop.wait(interval_s):
-                return
+
+    storage.record_heartbeat(trial_id)  # the first at once, before the block
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{number}", daemon=True)
     thread.start()

@@ -564,7 +564,7 @@ class TuningSweeper(Sweeper):
         log.info(
             "Study %r in %s: %s %s, %s, pruner %s, %d of %d trial(s) finished",
             study.study_name, redact(self.storage_url, self.storage_url), plan.directions, plan.objectives,
-            f"a grid of {len(plan.grid)} points" if plan.grid is not None else f"sampler {type(study.sampler).__name__}",
+            f"a grid of {len(plan.grid)} points" if plan.grid else f"sampler {type(study.sampler).__name__}",
             self.pruner_cfg.get("_target_", "").rsplit(".", 1)[-1], count_finished(study), plan.n_trials,
         )  # fmt: skip
         at_random = plan.space.categorical_or_conditional()
@@ -610,7 +610,9 @@ class TuningSweeper(Sweeper):
                 if trial is None:
                     break
                 gpu = slot_gpu(slot, gpus, self.workers_per_gpu)
-                overrides = [*self._suggest(trial, plan.space), *self._trial_overrides(trial, plan.sweep_seed, gpu, derive_seeds)]
+                overrides = [
+                    *self._suggest(trial, plan.space), *self._trial_overrides(trial, plan.sweep_seed, gpu, derive_seeds)
+                ]
                 slots.start(slot, trial, functools.partial(launch, trial, overrides))
             if not slots.busy:
                 return failure
@@ -688,7 +690,8 @@ class TuningSweeper(Sweeper):
         (trials finished, the best), which a driver watching workers logs some seconds later."""
         shown = ", ".join(f"{v:.4f}" for v in frozen.values) if frozen.values else frozen.user_attrs.get("fail_reason", "")
         ended = frozen.datetime_complete
-        done = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if ended is None or t.datetime_complete <= ended]
+        finished = study.get_trials(deepcopy=False, states=FINISHED)
+        done = [t for t in finished if ended is None or t.datetime_complete <= ended]
         complete = [t for t in done if t.state == TrialState.COMPLETE]
         best = ""
         if complete and len(study.directions) == 1:  # from the trials at hand: study.best_trial queries the database

@@ -93,7 +93,9 @@ def claim(study: optuna.Study, url: str, trial: optuna.Trial, plan: SweepPlan) -
     reason = "" if over <= 0 or trial.number not in running[-over:] else "another worker took the study's last trial"
     if plan.grid is not None and not reason:
         point = point_key(trials[trial.number].system_attrs.get("fixed_params", {}))
-        taken = [t for t in trials[: trial.number] if not t.user_attrs.get(INTERRUPTED) and t.state != TrialState.WAITING]
+        taken = [
+            t for t in trials[: trial.number] if not t.user_attrs.get(INTERRUPTED) and t.state != TrialState.WAITING
+        ]
         if any(point_key(t.params or t.system_attrs.get("fixed_params", {})) == point for t in taken):
             reason = f"another worker took the grid point {dict(point)}"
     if reason:
@@ -124,7 +126,9 @@ def submit(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, count: 
         raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
     ids = [str(job.job_id) for job in jobs]
     study.set_user_attr(WORKERS_ATTR, known + ids)
-    log.info("Workers: SLURM jobs %s take trials from the study; their logs are in %s", " ".join(ids), logs_dir(sweeper))
+    log.info(
+        "Workers: SLURM jobs %s take trials from the study; their logs are in %s", " ".join(ids), logs_dir(sweeper)
+    )
     return ids
 
 
@@ -212,9 +216,10 @@ class SweepWorker:
             number, overrides = self.current
             trial = running_trial(study, storage, number)
             sweeper.record(study, trial, self._launch(trial, overrides, resumed=True), len(plan.directions))
+        url, grace_s = sweeper.storage_url, sweeper.heartbeat_grace_s
         failure = sweeper.run_trials(
-            study, plan, Slots(1), self._launch, before_ask=lambda: reap(study, sweeper.storage_url, sweeper.heartbeat_grace_s),
-            claim=lambda trial: claim(study, sweeper.storage_url, trial, plan), lane=index % sweeper.workers,
+            study, plan, Slots(1), self._launch, before_ask=lambda: reap(study, url, grace_s),
+            claim=lambda trial: claim(study, url, trial, plan), lane=index % sweeper.workers,
         )  # fmt: skip
         if failure:
             log.error("Stopping: %s", failure)
