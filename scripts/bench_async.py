@@ -5,10 +5,10 @@
 
 Runs the same sweep, seed and budget twice per launcher, one after the other:
 `hydra.sweeper.wait_for_batch=true` (the 2 slots' trials asked together, the next 2 once both have ended: the
-schedule before issue 14) and the default (a slot that frees gets the next trial at once); `slurm-workers` once, as 2 workers
-(`hydra.sweeper.workers=2`: SLURM jobs that each run trial after trial in their own process). The trials are MLPs on digits whose epochs are swept
-(`trainer.max_epochs=choice(10,100)` by default: trials 10x apart in length). Prints JSON, per launcher and
-schedule:
+schedule before issue 14) and the default (a slot that frees gets the next trial at once); `slurm-workers` once,
+as 2 workers (`hydra.sweeper.workers=2`: SLURM jobs that each run trial after trial in their own process). The
+trials are MLPs on digits whose epochs are swept (`trainer.max_epochs=choice(10,100)` by default: trials 10x apart
+in length). Prints JSON, per launcher and schedule:
 
 - `utilization`: the trials' own time (`duration_s`, timed in the process that ran each) summed, over
   slots x wall time, the wall time running from the first trial asked to the last one told (Optuna's

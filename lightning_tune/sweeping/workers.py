@@ -176,15 +176,12 @@ def watch(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: l
     finished_at_submission = count_finished(study)
     while alive:
         time.sleep(POLL_S)
+        alive = live_workers(study)  # first: a trial a worker finishes after this is logged in the next round
         reap(study, sweeper.storage_url, sweeper.heartbeat_grace_s)
-        ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in shown]
         for trial in sorted(ended, key=lambda t: t.datetime_complete or t.datetime_start):
-            if trial.number not in shown:
-                shown.add(trial.number)
-                sweeper.log_progress(study, trial, plan.n_trials, trial.user_attrs.get(DURATION))
-        alive = live_workers(study)
-        if not alive:  # a worker that died last left its trial running
-            reap(study, sweeper.storage_url, sweeper.heartbeat_grace_s)
+            shown.add(trial.number)
+            sweeper.log_progress(study, trial, plan.n_trials, trial.user_attrs.get(DURATION))
         progressed = count_finished(study) > finished_at_submission
         if progressed and len(alive) < sweeper.workers and (needed := unclaimed(study, plan.n_trials)) > 0:
             if plan.deadline is None or time.time() < plan.deadline:
@@ -209,6 +206,7 @@ class SweepWorker:
         self.job_id, self.log = str(environment.job_id), str(environment.paths.stdout)
         Singleton.set_state(self.singleton_state)
         self._reset_logging()
+        import lightning_tune.run  # noqa: F401 - torch and Lightning, before the first trial is asked, not in it
         sweeper, plan, storage = self.sweeper, self.plan, open_storage(self.sweeper.storage_url)
         study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
         study.sampler = sweeper.sampler(plan.sweep_seed, len(study.trials), plan.grid is not None, worker=index)
