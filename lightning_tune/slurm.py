@@ -108,9 +108,10 @@ def check_exported(params: dict[str, Any]) -> None:
         )
 
 
-def check_submission(params: dict[str, Any]) -> None:
-    """`sbatch --test-only` with the trials' script: an unknown partition, account or impossible resources
-    fail here, in SLURM's words, before the sweep creates its directory or study."""
+def check_submission(params: dict[str, Any], job: str = "a trial's job") -> None:
+    """`sbatch --test-only` with the trials' script (`job`: what each job is, to the user: a trial's, or a
+    worker's): an unknown partition, account or impossible resources fail here, in SLURM's words, before the
+    sweep creates its directory or study."""
     if shutil.which("sbatch") is None:
         raise ConfigError("launcher=slurm needs sbatch on PATH: run the sweep where SLURM jobs are submitted")
     from lightning_tune.private_submitit import sbatch_script
@@ -126,7 +127,7 @@ def check_submission(params: dict[str, Any]) -> None:
         result = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         asked = ", ".join(f"launcher.{name}={params[name]}" for name in RESOURCES if params.get(name) is not None)
-        raise ConfigError(f"SLURM refuses a trial's job with {asked}: {one_line(result.stderr)}")
+        raise ConfigError(f"SLURM refuses {job} with {asked}: {one_line(result.stderr)}")
 
 
 def failure_reason(job: "submitit.Job", error: Exception) -> str:

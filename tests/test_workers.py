@@ -5,6 +5,8 @@ then (marked `slurm`) on the real cluster that ../shared/slurm/start-local-clust
 mid-sweep, detach and re-attach, a cancelled worker, pruning and requeue under workers.
 """
 
+import csv
+import io
 import re
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from sweeping import ENV, JOURNAL, PRUNING, TINY, Sweep, command, finished, run_
 from lightning_tune.sweeping import workers
 from lightning_tune.sweeping.config import sweep_id
 from lightning_tune.sweeping.private_optuna import heartbeat, stale_trial_numbers
+from lightning_tune.sweeping.results import trials_csv
 from lightning_tune.sweeping.study import open_storage
 from lightning_tune.sweeping.sweeper import INTERRUPTED, RETRY_OF, WORKER_JOB, SweepPlan, count_finished
 from lightning_tune.sweeping.space import SearchSpace
@@ -42,8 +45,11 @@ from lightning_tune.sweeping.space import SearchSpace
             "hydra.sweeper.workers=<jobs> (with launcher=slurm)",
         ),
         (["hydra.sweeper.workers=-1"], "hydra.sweeper.workers=-1"),
+        (["launcher=slurm", "hydra.sweeper.workers=2", "hydra.sweeper.wait_for_batch=true"],
+         "error: hydra.sweeper.wait_for_batch=true does not apply to workers, which each ask for their next trial as "
+         "they end one: drop one of the two"),
     ],
-    ids=["workers-without-slurm", "detach-without-workers", "negative"],
+    ids=["workers-without-slurm", "detach-without-workers", "negative", "workers-waiting-for-a-batch"],
 )
 def test_workers_where_they_cannot_be_are_one_line_and_write_nothing(tmp_path, args, message):
     result = subprocess.run(command(tmp_path / "sweep", "hparams_search=random", *TINY, *args), cwd=ROOT, env=ENV,
@@ -98,6 +104,54 @@ def test_of_two_workers_that_take_the_same_grid_point_the_later_gives_it_up(stud
     assert study.trials[second.number].user_attrs["fail_reason"] == (
         "interrupted: not run: another worker took the grid point {'x': 1.0}"
     )
+
+
+def test_a_grid_trial_whose_enqueued_point_another_worker_took_is_given_up(study):
+    study, url = study
+    grid = [{"x": 1.0}, {"x": 2.0}]
+    study.enqueue_trial(grid[0])  # worker A enqueues its point ...
+    taken_by_b = study.ask()  # ... which worker B's ask takes ...
+    left_to_a = study.ask()  # ... so that A's ask makes a trial that no point fixes
+    assert workers.claim(study, url, taken_by_b, plan(n_trials=2, grid=grid))
+    assert not workers.claim(study, url, left_to_a, plan(n_trials=2, grid=grid))
+    assert study.trials[left_to_a.number].user_attrs["fail_reason"] == (
+        "interrupted: not run: another worker's ask took the grid point it enqueued"
+    )
+
+
+def test_on_sqlite_one_process_at_a_time_asks_and_reaps(tmp_path):
+    """Optuna reads a waiting trial's state outside the transaction that takes it, on SQLite: two workers once
+    took one retried trial together. A lock beside the database keeps their asks apart."""
+    import fcntl
+    import os
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with workers.exclusive(url):
+        fd = os.open(tmp_path / "optuna.db.ask-lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):  # another process's (another open file's) lock waits
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the block ends
+    os.close(fd)
+    with workers.exclusive(f"journal:{tmp_path / 'optuna.journal'}"):  # a journal orders its writes itself
+        assert not (tmp_path / "optuna.journal.ask-lock").exists()
+
+
+def test_running_workers_follow_the_budget_the_last_command_gave(study, monkeypatch):
+    study, url = study
+    worker = workers.SweepWorker(sweeper=None, plan=plan(n_trials=10), singleton_state={})  # type: ignore[arg-type]
+    study.set_user_attr(workers.N_TRIALS_ATTR, 4)  # the same command again, with hydra.sweeper.n_trials=4
+    monkeypatch.setattr(workers, "reap", lambda *args: 0)
+    worker._before_ask(study, url, grace_s=60)
+    assert worker.plan.n_trials == 4
+
+
+def test_a_worker_s_trial_names_its_worker_s_job_in_trials_csv(study):
+    study, _ = study
+    trial = study.ask()
+    trial.set_user_attr(WORKER_JOB, "12_1")
+    study.tell(trial, state=TrialState.FAIL)
+    (row,) = csv.DictReader(io.StringIO(trials_csv(study.trials, ["val/acc"])))
+    assert row["job_id"] == "12_1"
 
 
 def test_a_trial_whose_worker_left_the_queue_is_interrupted_and_retried_once(study, monkeypatch):

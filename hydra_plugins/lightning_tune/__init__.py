@@ -15,7 +15,7 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_tune.console import accept_interrupts, quiet_sweep, register_help_resolver
 from lightning_tune.errors import ConfigError
@@ -42,7 +42,10 @@ class LightningTuneSweeper(Sweeper):
         self.sweeper = TuningSweeper(**config)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
-        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        try:
+            self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        except ConfigError as error:  # settings that do not go together: one line, before anything is written
+            sys.exit(f"error: {error}")
 
     def sweep(self, arguments: List[str]) -> None:
         try:
@@ -62,7 +65,8 @@ class LightningTuneSlurmLauncher(SlurmLauncher):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.running_jobs: set = set()  # submitit.Job of the trials in flight
         try:
-            check_submission(self.params)
+            workers = OmegaConf.select(config, "hydra.sweeper.workers", default=0)
+            check_submission(self.params, "a worker's job" if workers else "a trial's job")
         except ConfigError as error:  # before the sweeper has written anything
             sys.exit(f"error: {error}")
 

@@ -33,6 +33,7 @@ PLOTS = {  # file in plots/ -> its title in report.md
 }
 TOP_TRIALS = 10  # rows in report.md's table of the best trials
 CV_STD_ATTR = "cv_std"  # trial user attr with cv.folds: {objective: standard deviation over the folds}
+WORKER_JOB = "worker_job"  # trial user attr of a worker's trial: the worker's SLURM job id, its job_id in trials.csv
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -139,7 +140,7 @@ def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
             duration_s(trial),
             trial.user_attrs.get("run_dir"),
             fail_reason(trial),
-            trial.user_attrs.get("job_id"),
+            trial.user_attrs.get("job_id", trial.user_attrs.get(WORKER_JOB)),
             trial.user_attrs.get("log"),
         ]
         writer.writerow(["" if cell is None else cell for cell in row])

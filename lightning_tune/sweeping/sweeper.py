@@ -6,6 +6,7 @@ trial, number jobs by trial, fit its search space to the chosen config groups, r
 or keep every parallel slot busy (it waits for a whole batch).
 """
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -15,7 +16,7 @@ import time
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, ContextManager, List, Optional, Sequence, Union
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -35,7 +36,7 @@ from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
 from lightning_tune.sweeping.jobs import DURATION, TrialJobs, job_duration
 from lightning_tune.sweeping.private_optuna import set_running_trial_attrs
-from lightning_tune.sweeping.results import first_line, write_progress, write_report
+from lightning_tune.sweeping.results import WORKER_JOB, first_line, write_progress, write_report
 from lightning_tune.sweeping.slots import Slots
 from lightning_tune.sweeping.space import (
     check_enqueued,
@@ -71,7 +72,6 @@ INTERRUPTED = "interrupted"  # user attr of a trial that a killed sweep left run
 RETRY_OF = "retry_of"  # user attr of the trial that runs a died trial's configuration again: that trial's number
 STUDY_FILES = ("optuna.db", "optuna.journal")  # the study's file in the sweep directory, by default or as journal:
 RETRIED = "; its configuration is retried"  # how an interrupted trial's fail_reason ends
-WORKER_JOB = "worker_job"  # user attr of a trial that a worker runs: the worker's SLURM job id
 
 
 @dataclass
@@ -231,6 +231,7 @@ class TuningSweeper(Sweeper):
             config_loader=loader, callbacks=callbacks, execution_whitelist=hydra_context.execution_whitelist
         )
         self.config, self.hydra_context = config, hydra_context
+        self._check_workers()  # before the SLURM launcher's own checks, which would blame the job's resources
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -334,7 +335,7 @@ class TuningSweeper(Sweeper):
             if WORKER_JOB not in trial.user_attrs:
                 count += interrupt(study, self.storage_url, trial, "the sweep stopped during it", retry, once=False)
         if count:
-            log.info("Resuming: %d trial(s) interrupted by the last run are retried", count)
+            log.info("Resuming: %d trial(s) whose process ended during them are retried", count)
         return count
 
     def _warm_start_params(self, names: Sequence[str]) -> list[dict[str, Any]]:
@@ -473,7 +474,6 @@ class TuningSweeper(Sweeper):
                 "hydra.sweeper.custom_search_space is the Optuna sweeper's, not this one's: put the params in "
                 "hydra.sweeper.params (a key that only some options have is swept only where it exists)"
             )
-        self._check_workers()
         space = self._search_space(arguments)
         if self.n_trials <= 0:
             raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials} must be at least 1")
@@ -505,6 +505,11 @@ class TuningSweeper(Sweeper):
             raise ConfigError(
                 f"hydra.sweeper.workers={self.workers} needs launcher=slurm: workers are SLURM jobs that outlive this "
                 f"command; on this machine, run trials in parallel with launcher=joblib launcher.n_jobs={self.workers}"
+            )
+        if self.workers and self.wait_for_batch:
+            raise ConfigError(
+                "hydra.sweeper.wait_for_batch=true does not apply to workers, which each ask for their next trial as "
+                "they end one: drop one of the two"
             )
         if self.detach and not self.workers:
             raise ConfigError(
@@ -582,11 +587,13 @@ class TuningSweeper(Sweeper):
         before_ask: Optional[Callable[[], None]] = None,
         claim: Optional[Callable[[optuna.Trial], bool]] = None,
         lane: int = 0,
+        exclusive: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
     ) -> str:
         """Run trials on `slots` until the study holds `plan.n_trials` finished ones, counting those that other
         processes (workers) run; each slot that frees gets the next trial at once. A worker looks for trials
         whose worker died `before_ask`, and may give up an asked trial that another worker's ask made one too
-        many (`claim` false). Returns why the sweep failed (too many failed trials), or "". """
+        many (`claim` false); it counts and asks `exclusive`ly of the other workers where the storage needs it.
+        Returns why the sweep failed (too many failed trials), or "". """
         derive_seeds = "seed" not in plan.space.distributions
         stop, failure = "", ""
         while True:
@@ -596,14 +603,15 @@ class TuningSweeper(Sweeper):
                 while not stop:  # until a trial is asked and claimed, or none is left to ask
                     if before_ask is not None:
                         before_ask()
-                    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                    if (remaining := plan.n_trials - count_finished(study) - running) <= 0:
-                        break
-                    if plan.deadline is not None and time.time() > plan.deadline:
-                        stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
-                        log.info("Stopping: %s", stop)
-                        break
-                    trial = self._ask(study, plan.grid, lane)
+                    with exclusive():
+                        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                        if (remaining := plan.n_trials - count_finished(study) - running) <= 0:
+                            break
+                        if plan.deadline is not None and time.time() > plan.deadline:
+                            stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
+                            log.info("Stopping: %s", stop)
+                            break
+                        trial = self._ask(study, plan.grid, lane)
                     if trial is None or claim is None or claim(trial):
                         break
                     trial = None  # given up to another worker's: ask again

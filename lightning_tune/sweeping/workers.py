@@ -17,12 +17,15 @@ configuration again, once. A requeued worker stays in SLURM's queue (pending) an
 it resumes that trial from its checkpoint, as a trial's own job does (`lightning_tune.requeue`).
 """
 
+import fcntl
 import logging
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence
 
 import optuna
 from hydra.core.singleton import Singleton
@@ -30,11 +33,11 @@ from hydra.core.utils import JobReturn, configure_log
 from optuna.trial import TrialState
 
 from lightning_tune.errors import ConfigError
-from lightning_tune.slurm import SlurmJobReturn, cancel_job, ended_state, make_executor, one_line, queued_jobs
-from lightning_tune.sweeping.jobs import DURATION, job_duration
+from lightning_tune.slurm import cancel_job, ended_state, make_executor, one_line, queued_jobs
+from lightning_tune.sweeping.jobs import DURATION
 from lightning_tune.sweeping.private_optuna import heartbeat, running_trial, stale_trial_numbers
 from lightning_tune.sweeping.slots import Slots
-from lightning_tune.sweeping.study import open_storage
+from lightning_tune.sweeping.study import open_storage, storage_file
 from lightning_tune.sweeping.sweeper import (
     INTERRUPTED,
     WORKER_JOB,
@@ -50,6 +53,7 @@ from lightning_tune.sweeping.sweeper import (
 log = logging.getLogger(__name__)
 
 WORKERS_ATTR = "worker_jobs"  # study user attr: the SLURM job ids of every worker the sweep has submitted
+N_TRIALS_ATTR = "n_trials"  # study user attr: the budget the last command gave, which running workers follow
 POLL_S = 2.0  # how often an attached driver reads the study
 REAP_S = 10.0  # how often a worker, before it asks for a trial, looks for trials whose worker died
 
@@ -63,38 +67,62 @@ def live_workers(study: optuna.Study) -> list[str]:
     return list(known) if queued is None else [job for job in known if job in queued]
 
 
+@contextmanager
+def exclusive(url: str) -> Iterator[None]:
+    """One process at a time counts, asks and reaps, where the storage cannot tell two apart: SQLite, whose
+    reads Optuna makes outside the write's transaction, so that two workers may both take one waiting trial
+    (seen: a retried configuration run twice at once). A lock file beside the database (`flock`: one machine,
+    where SQLite belongs). PostgreSQL locks the trial's row, and a journal orders every write: no lock."""
+    database = storage_file(url) if url.startswith("sqlite") else None
+    if database is None:
+        yield
+        return
+    fd = os.open(database.with_name(f"{database.name}.ask-lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def reap(study: optuna.Study, url: str, grace_s: float, retry: bool = True) -> int:
     """Fail as interrupted, and (`retry`) enqueue again, the RUNNING trials whose worker is gone: its job has
     left SLURM's queue, or has run for over `grace_s` while the trial's heartbeat is older than that (a hung
     process, a node cut off; the job is cancelled). Returns how many. The trials are read before the queue:
     a trial still running after its worker left the queue has lost its worker."""
-    orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if WORKER_JOB in t.user_attrs]
-    if not orphans or (queued := queued_jobs()) is None:
-        return 0
-    stale = stale_trial_numbers(url, study.study_name, grace_s)
-    count = 0
-    for trial in orphans:
-        job = trial.user_attrs[WORKER_JOB]
-        if job not in queued:
-            count += interrupt(study, url, trial, f"its worker, SLURM job {job}, ended ({ended_state(job)})", retry)
-        elif trial.number in stale and (queued[job] or 0) > grace_s:  # not a requeued job, waiting or restarting
-            cancel_job(job)
-            reason = f"no heartbeat for {grace_s} s from its worker, SLURM job {job}, which is cancelled"
-            count += interrupt(study, url, trial, reason, retry)
-    return count
+    with exclusive(url):
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        orphans = [trial for trial in running if WORKER_JOB in trial.user_attrs]
+        if not orphans or (queued := queued_jobs()) is None:
+            return 0
+        stale = stale_trial_numbers(url, study.study_name, grace_s)
+        count = 0
+        for trial in orphans:
+            job = trial.user_attrs[WORKER_JOB]
+            if job not in queued:
+                count += interrupt(study, url, trial, f"its worker, SLURM job {job}, ended ({ended_state(job)})", retry)
+            elif trial.number in stale and (queued[job] or 0) > grace_s:  # not a requeued job, waiting or restarting
+                cancel_job(job)
+                reason = f"no heartbeat for {grace_s} s from its worker, SLURM job {job}, which is cancelled"
+                count += interrupt(study, url, trial, reason, retry)
+        return count
 
 
 def claim(study: optuna.Study, url: str, trial: optuna.Trial, plan: SweepPlan) -> bool:
     """Whether a worker runs the trial it has just asked for. Workers ask at once, and each counts the study's
-    trials before its ask: two may take the last trial, or the same grid point. Counted again after the ask,
-    the later of two such trials (the higher number) is given up, failed as interrupted, unrun: it counts
-    neither against n_trials nor as the grid point's run."""
+    trials before its ask: two may take the last trial, or the same grid point; and a grid point one enqueues
+    may be taken by another's ask, leaving it a trial with no point. Counted again after the ask, the later of
+    two such trials (the higher number), or the trial with no point, is given up, failed as interrupted, unrun:
+    it counts neither against n_trials nor as the grid point's run."""
     trials = study.get_trials(deepcopy=False)
     running = [t.number for t in trials if t.state == TrialState.RUNNING]
     over = count_finished(study) + len(running) - plan.n_trials
     reason = "" if over <= 0 or trial.number not in running[-over:] else "another worker took the study's last trial"
+    fixed = trials[trial.number].system_attrs.get("fixed_params")
+    if plan.grid is not None and not reason and fixed is None:  # another's ask took the point this one enqueued
+        reason = "another worker's ask took the grid point it enqueued"
     if plan.grid is not None and not reason:
-        point = point_key(trials[trial.number].system_attrs.get("fixed_params", {}))
+        point = point_key(fixed)
         taken = [
             t for t in trials[: trial.number] if not t.user_attrs.get(INTERRUPTED) and t.state != TrialState.WAITING
         ]
@@ -143,6 +171,7 @@ def attach(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: 
     """The driver's part: submit the workers the study still needs, then, unless detached, log each trial as it
     finishes until the workers have ended, and write the results. Ctrl-C detaches: the workers go on."""
     alive = list(alive)
+    study.set_user_attr(N_TRIALS_ATTR, plan.n_trials)  # running workers follow a budget changed on re-attach
     if alive:
         log.info("Re-attached to the sweep's workers: SLURM jobs %s", " ".join(alive))
     needed = min(sweeper.workers - len(alive), unclaimed(study, plan.n_trials))
@@ -218,8 +247,9 @@ class SweepWorker:
             sweeper.record(study, trial, self._launch(trial, overrides, resumed=True), len(plan.directions))
         url, grace_s = sweeper.storage_url, sweeper.heartbeat_grace_s
         failure = sweeper.run_trials(
-            study, plan, Slots(1), self._launch, before_ask=lambda: self._reap(study, url, grace_s),
+            study, plan, Slots(1), self._launch, before_ask=lambda: self._before_ask(study, url, grace_s),
             claim=lambda trial: claim(study, url, trial, plan), lane=index % sweeper.workers,
+            exclusive=lambda: exclusive(url),
         )  # fmt: skip
         if failure:
             log.error("Stopping: %s", failure)
@@ -227,9 +257,11 @@ class SweepWorker:
             sweeper.finish(study)
         return self.ran
 
-    def _reap(self, study: optuna.Study, url: str, grace_s: float) -> None:
-        """`reap`, at most every REAP_S: between short trials, SLURM's queue and the heartbeats were read for
-        each (a few hundredths of a second a trial, on a 1 s trial)."""
+    def _before_ask(self, study: optuna.Study, url: str, grace_s: float) -> None:
+        """The budget as the last command set it, and `reap`, at most every REAP_S: between short trials,
+        SLURM's queue and the heartbeats were read for each (a few hundredths of a second a trial, on a 1 s
+        trial)."""
+        self.plan.n_trials = study.user_attrs.get(N_TRIALS_ATTR, self.plan.n_trials)
         if time.monotonic() - self.reaped >= REAP_S:
             reap(study, url, grace_s)
             self.reaped = time.monotonic()
@@ -237,8 +269,9 @@ class SweepWorker:
     def _launch(self, trial: optuna.Trial, overrides: Sequence[str], resumed: bool = False) -> JobReturn:
         """Run the trial in this process, as the launcher runs a trial's own SLURM job."""
         path = self.sweeper.sweep_dir / str(trial.number)
-        if not resumed:
+        if not resumed:  # its row in trials.csv names the worker's job and log, even if the worker dies
             trial.set_user_attr(WORKER_JOB, self.job_id)
+            trial.set_user_attr("log", self.log)
             if path.exists():
                 return not_run(overrides, RuntimeError(f"not run: {path} already holds another run"))
         self.current = (trial.number, list(overrides))
@@ -251,14 +284,11 @@ class SweepWorker:
                     list(overrides), "hydra.sweep.dir", trial.number, f"job_id_for_{trial.number}", self.singleton_state
                 )
         except Exception as error:  # noqa: BLE001 - raised before the trial ran: its overrides do not compose
-            ret = composition_failure(overrides, error)
+            return composition_failure(overrides, error)
         finally:
             self.current = None
             self._reset_logging()
-        slurm_ret = SlurmJobReturn(**{name: getattr(ret, name) for name in JobReturn.__dataclass_fields__},
-                                   job_id=self.job_id, log=self.log)  # fmt: skip
-        setattr(slurm_ret, DURATION, job_duration(ret))
-        return slurm_ret
+        return ret
 
     def _reset_logging(self) -> None:
         """The worker's own log lines to its job's log, not to the file of the last trial that Hydra logged to."""
