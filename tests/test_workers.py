@@ -127,13 +127,13 @@ def test_on_sqlite_one_process_at_a_time_asks_and_reaps(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     with workers.exclusive(url):
-        fd = os.open(tmp_path / "optuna.db.ask-lock", os.O_RDWR)
+        fd = os.open(tmp_path / ".optuna.db.ask.lock", os.O_RDWR)
         with pytest.raises(BlockingIOError):  # another process's (another open file's) lock waits
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the block ends
     os.close(fd)
     with workers.exclusive(f"journal:{tmp_path / 'optuna.journal'}"):  # a journal orders its writes itself
-        assert not (tmp_path / "optuna.journal.ask-lock").exists()
+        assert not (tmp_path / ".optuna.journal.ask.lock").exists()
 
 
 def test_running_workers_follow_the_budget_the_last_command_gave(study, monkeypatch):
@@ -433,3 +433,14 @@ def test_a_hung_worker_without_heartbeat_is_cancelled_and_its_trial_retried(part
     assert retried.params == hung.params and retried.user_attrs[WORKER_JOB] != victim
     assert count_finished(sweep.study()) == 3
     wait_for(lambda: not queued([victim]), "the hung worker's cancellation", log, timeout=120)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_workers_run_every_grid_point_once(partition, tmp_path):
+    sweep = run_sweep(tmp_path / "sweep", *on_workers(partition, "hparams_search=grid", *TINY), "seed=5").ok()
+    complete = sweep.trials(TrialState.COMPLETE)
+    points = {tuple(sorted(trial.params.items())) for trial in complete}
+    assert len(complete) == len(points) == 32  # the whole grid, no point twice
+    given_up = [t for t in sweep.trials(TrialState.FAIL) if t.user_attrs["fail_reason"].startswith("interrupted: not run")]
+    assert len(sweep.trials()) == 32 + len(given_up)

@@ -77,7 +77,7 @@ def exclusive(url: str) -> Iterator[None]:
     if database is None:
         yield
         return
-    fd = os.open(database.with_name(f"{database.name}.ask-lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(database.with_name(f".{database.name}.ask.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -90,6 +90,8 @@ def reap(study: optuna.Study, url: str, grace_s: float, retry: bool = True) -> i
     left SLURM's queue, or has run for over `grace_s` while the trial's heartbeat is older than that (a hung
     process, a node cut off; the job is cancelled). Returns how many. The trials are read before the queue:
     a trial still running after its worker left the queue has lost its worker."""
+    if not any(WORKER_JOB in trial.user_attrs for trial in study.get_trials(states=(TrialState.RUNNING,))):
+        return 0  # a sweep without workers: no lock file either
     with exclusive(url):
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         orphans = [trial for trial in running if WORKER_JOB in trial.user_attrs]
