@@ -335,7 +335,7 @@ class TuningSweeper(Sweeper):
             if WORKER_JOB not in trial.user_attrs:
                 count += interrupt(study, self.storage_url, trial, "the sweep stopped during it", retry, once=False)
         if count:
-            log.info("Resuming: %d trial(s) whose process ended during them are retried", count)
+            log.info("Resuming: %d trial(s) interrupted as their process ended are retried", count)
         return count
 
     def _warm_start_params(self, names: Sequence[str]) -> list[dict[str, Any]]:
@@ -485,8 +485,7 @@ class TuningSweeper(Sweeper):
         grid = self._grid_order(space, first_trials, sweep_seed)
         plan = SweepPlan(
             space=space, objectives=objectives, directions=directions, sweep_seed=sweep_seed, grid=grid,
-            n_trials=self.n_trials if grid is None else min(self.n_trials, len(grid)),
-            deadline=None if self.timeout_s is None else time.time() + self.timeout_s,
+            n_trials=self.n_trials if grid is None else min(self.n_trials, len(grid)), deadline=None,
         )  # fmt: skip
         os.environ[STORAGE_ENV] = self.storage_url  # the trials' processes inherit it: never in their overrides
         with driver_lock(self.sweep_dir):  # before the study is touched: one driver per sweep directory
@@ -537,11 +536,13 @@ class TuningSweeper(Sweeper):
         if self.workers:
             from lightning_tune.sweeping.workers import attach
 
+            plan.deadline = self._deadline()
             return attach(self, study, plan, alive)
 
         import torch  # only to count GPUs for parallel trials
 
         gpus = torch.cuda.device_count() if self.slots > 1 and self.assigns_gpus else 0
+        plan.deadline = self._deadline()
         try:
             failure = self.run_trials(study, plan, Slots(self.slots), self._launch, gpus=gpus)
         except BaseException:  # Ctrl-C, a launcher's error: the jobs in flight go too; the same command resumes
@@ -551,6 +552,10 @@ class TuningSweeper(Sweeper):
         if failure:
             raise ConfigError(failure)
         self.finish(study)
+
+    def _deadline(self) -> Optional[float]:
+        """When `timeout_s`, counted from the first trial's launch, runs out (time.time()), or None."""
+        return None if self.timeout_s is None else time.time() + self.timeout_s
 
     def _live_workers(self, study: optuna.Study) -> list[str]:
         """The SLURM jobs of this sweep's workers that SLURM still holds; refused without `workers`, since
