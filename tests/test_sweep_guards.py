@@ -363,11 +363,11 @@ def test_a_parallel_slot_that_frees_gets_the_next_trial_at_once(tmp_path, wait_f
     ended), not a clock."""
     sweep = run_sweep(
         tmp_path / "sweep", "hparams_search=random", *ONLY_LR, "trainer=cpu", "logger=none", *JOBLIB,
-        "+trainer.limit_train_batches=30", "trainer.max_epochs=choice(1,40)",
-        f"hydra.sweeper.wait_for_batch={wait_for_batch}", enqueue({"trainer.max_epochs": "40"}, *[{"trainer.max_epochs": "1"}] * 4), "hydra.sweeper.n_trials=5",
+        "+trainer.limit_train_batches=30", "trainer.max_epochs=choice(1,80)",
+        f"hydra.sweeper.wait_for_batch={wait_for_batch}", enqueue({"trainer.max_epochs": "80"}, *[{"trainer.max_epochs": "1"}] * 4), "hydra.sweeper.n_trials=5",
     ).ok()  # fmt: skip
-    trials = sweep.trials()
-    assert [trial.params["trainer.max_epochs"] for trial in trials] == [40, 1, 1, 1, 1]
+    trials = sweep.trials()  # the long trial takes about twice the four short ones with their launches, here
+    assert [trial.params["trainer.max_epochs"] for trial in trials] == [80, 1, 1, 1, 1]
     long, short = trials[0], trials[1:]
     schedule = [(t.number, t.datetime_start, t.datetime_complete) for t in trials]
     if wait_for_batch:  # batches (0, 1), (2, 3), (4): each starts once the one before has ended
