@@ -11,10 +11,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-from datetime import datetime
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -163,26 +163,32 @@ def launch_array(
     """hydra-submitit-launcher's `launch`, except that each job's end is its own trial's result. The jobs are
     in `launcher.running_jobs` until they end, for `cancel_jobs` (the sweeper's slots launch from threads,
     so a Ctrl-C reaches the main thread, not the one that waits here)."""
-    from submitit.core.utils import FailedJobError
-
     executor = make_executor(launcher.params)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     arguments = []
     for number, overrides in enumerate(job_overrides, start=initial_job_idx):
         log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
         arguments.append((list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", Singleton.get_state()))
-    try:
-        jobs = executor.map_array(launcher, *zip(*arguments))
-    except (subprocess.CalledProcessError, FailedJobError) as error:
-        output = getattr(error, "stderr", None) or getattr(error, "output", None) or str(error)
-        output = output.decode() if isinstance(output, bytes) else output
-        raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
+    jobs = submit_array(executor, launcher, *zip(*arguments))
     log.info("SLURM job array %s: logs in %s", jobs[0].job_id.split("_")[0], Path(jobs[0].paths.stdout).parent.parent)
     launcher.running_jobs.update(jobs)
     try:
         return [job_return(job, overrides) for job, overrides in zip(jobs, job_overrides)]
     finally:
         launcher.running_jobs.difference_update(jobs)
+
+
+def submit_array(executor: "submitit.AutoExecutor", function: Any, *arguments: Iterable[Any]) -> list["submitit.Job"]:
+    """`executor.map_array(function, *arguments)`: one job array; ConfigError with sbatch's words, on one line,
+    when it refuses the array."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        return executor.map_array(function, *arguments)
+    except (subprocess.CalledProcessError, FailedJobError) as error:
+        output = getattr(error, "stderr", None) or getattr(error, "output", None) or str(error)
+        output = output.decode() if isinstance(output, bytes) else output
+        raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
 
 
 def cancel_jobs(jobs: "set[submitit.Job]") -> None:

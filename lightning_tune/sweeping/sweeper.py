@@ -98,7 +98,9 @@ def unvisited(grid: list[dict[str, Any]], study: optuna.Study) -> list[dict[str,
     return [point for point in grid if point_key(point) not in taken]
 
 
-def interrupt(study: optuna.Study, url: str, trial: FrozenTrial, reason: str, retry: bool, once: bool = True) -> int:
+def interrupt(
+    study: optuna.Study, url: str, trial: Union[FrozenTrial, optuna.Trial], reason: str, retry: bool, once: bool = True
+) -> int:
     """Fail a RUNNING trial whose process is gone (a killed sweep's, a dead worker's) as `INTERRUPTED`, with
     `reason`, and with `retry` run its configuration again; `once`, where the death may be the configuration's
     doing (out of memory): a retry's death then fails for good. Returns 1, or 0 when another process (another
@@ -683,17 +685,15 @@ class TuningSweeper(Sweeper):
         """Tell the study how the trial ended. A trial whose process died is `INTERRUPTED`, as a killed sweep's
         are, and its configuration runs again at once; if that run's process dies too, it fails for good."""
         state, values, reason = trial_outcome(ret, n_obj)
-        died = ret.status == JobStatus.FAILED and isinstance(failed_job_error(ret), TrialProcessDied)
-        if died and RETRY_OF not in trial.user_attrs:
-            trial.set_user_attr(INTERRUPTED, True)
-            study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number})
-            reason = f"interrupted: {reason}{RETRIED}"
         trial.set_user_attr("duration_s", job_duration(ret))  # its own, timed where it ran; None: unknown
         if ret.hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(Path(ret.hydra_cfg.hydra.runtime.output_dir).absolute()))
         if isinstance(ret, SlurmJobReturn):
             trial.set_user_attr("job_id", ret.job_id)
             trial.set_user_attr("log", ret.log)
+        if ret.status == JobStatus.FAILED and isinstance(failed_job_error(ret), TrialProcessDied):
+            interrupt(study, self.storage_url, trial, reason, retry=True)
+            return
         if reason:
             trial.set_user_attr("fail_reason", reason)
         study.tell(trial, values=values, state=state)

@@ -21,7 +21,6 @@ import fcntl
 import logging
 import math
 import os
-import subprocess
 import time
 from pathlib import Path
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ from hydra.core.utils import JobReturn, configure_log
 from optuna.trial import TrialState
 
 from lightning_tune.errors import ConfigError
-from lightning_tune.slurm import cancel_job, ended_state, make_executor, one_line, queued_jobs
+from lightning_tune.slurm import cancel_job, ended_state, make_executor, queued_jobs, submit_array
 from lightning_tune.sweeping.jobs import DURATION
 from lightning_tune.sweeping.private_optuna import heartbeat, running_trial, stale_trial_numbers
 from lightning_tune.sweeping.slots import Slots
@@ -90,15 +89,13 @@ def reap(study: optuna.Study, url: str, grace_s: float, retry: bool = True) -> i
     left SLURM's queue, or has run for over `grace_s` while the trial's heartbeat is older than that (a hung
     process, a node cut off; the job is cancelled). Returns how many. The trials are read before the queue:
     a trial still running after its worker left the queue has lost its worker."""
-    if not any(WORKER_JOB in trial.user_attrs for trial in study.get_trials(states=(TrialState.RUNNING,))):
-        return 0  # a sweep without workers: no lock file either
-    with exclusive(url):
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        orphans = [trial for trial in running if WORKER_JOB in trial.user_attrs]
-        if not orphans or (queued := queued_jobs()) is None:
-            return 0
-        stale = stale_trial_numbers(url, study.study_name, grace_s)
-        count = 0
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    orphans = [trial for trial in running if WORKER_JOB in trial.user_attrs]
+    if not orphans or (queued := queued_jobs()) is None:  # a sweep without workers: no lock file either
+        return 0
+    stale = stale_trial_numbers(url, study.study_name, grace_s)
+    count = 0
+    with exclusive(url):  # `interrupt` finds a trial that another process reaped meanwhile finished
         for trial in orphans:
             job = trial.user_attrs[WORKER_JOB]
             if job not in queued:
@@ -107,7 +104,7 @@ def reap(study: optuna.Study, url: str, grace_s: float, retry: bool = True) -> i
                 cancel_job(job)
                 reason = f"no heartbeat for {grace_s} s from its worker, SLURM job {job}, which is cancelled"
                 count += interrupt(study, url, trial, reason, retry)
-        return count
+    return count
 
 
 def claim(study: optuna.Study, url: str, trial: optuna.Trial, plan: SweepPlan) -> bool:
@@ -144,18 +141,11 @@ def unclaimed(study: optuna.Study, n_trials: int) -> int:
 def submit(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, count: int) -> list[str]:
     """Submit `count` workers as one job array, with the launcher's resources for each; returns their job ids,
     also recorded in the study."""
-    from submitit.core.utils import FailedJobError
-
     known = list(study.user_attrs.get(WORKERS_ATTR, []))
     executor = make_executor(sweeper.launcher.params)
     executor.update_parameters(slurm_array_parallelism=count)
     worker = SweepWorker(sweeper, plan, Singleton.get_state())
-    try:
-        jobs = executor.map_array(worker, list(range(len(known), len(known) + count)))
-    except (subprocess.CalledProcessError, FailedJobError) as error:
-        output = getattr(error, "stderr", None) or getattr(error, "output", None) or str(error)
-        output = output.decode() if isinstance(output, bytes) else output
-        raise ConfigError(f"launcher=slurm: sbatch failed: {one_line(output)}") from None
+    jobs = submit_array(executor, worker, range(len(known), len(known) + count))
     ids = [str(job.job_id) for job in jobs]
     study.set_user_attr(WORKERS_ATTR, known + ids)
     log.info(
