@@ -1,5 +1,6 @@
 """Trial configs from the composition cache are Hydra's own, key for key, errors included."""
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,33 @@ def test_every_trial_is_in_the_sweeps_own_directory():
         for overrides in (["optimizer.lr=0.01", "trial.number=0"], ["optimizer=sgd", "hydra.job.name=x"]):
             overrides = ["hparams_search=tpe", *overrides]  # the command's own, in every trial
             assert cached.load_sweep_config(master, overrides).hydra.sweep.dir == sweep_dir
+
+
+def test_copies_sent_to_a_worker_process_share_its_compositions(loaders, monkeypatch):
+    """The joblib launcher pickles the loader with every trial: the copies that one worker process unpickles
+    compose each set of group choices once between them, and each copy's trial config is still Hydra's."""
+    from lightning_tune.sweeping import composition
+
+    master, hydra_loader, cached = loaders
+    monkeypatch.setattr(composition, "IN_THIS_PROCESS", {})  # a worker process that has received nothing yet
+    composed = []
+    compose_base = TrialConfigLoader._compose_base
+
+    def counted(self, *arguments):
+        composed.append(arguments)
+        return compose_base(self, *arguments)
+
+    monkeypatch.setattr(TrialConfigLoader, "_compose_base", counted)
+    sent = pickle.dumps(cached)
+    assert b"Composed" not in sent  # the compositions stay where they were made
+    trials = [["optimizer=sgd", "optimizer.lr=0.05"], ["optimizer=sgd", "optimizer.lr=0.5"], ["optimizer=adam"]]
+    for overrides in trials:
+        copy = pickle.loads(sent)  # as each trial's task arrives
+        config = copy.load_sweep_config(master, [*TASK, *overrides])
+        assert OmegaConf.to_container(config) == OmegaConf.to_container(
+            hydra_loader.load_sweep_config(master, [*TASK, *overrides])
+        )
+    assert len(composed) == 2  # sgd, then adam
+    other_sweep = pickle.loads(pickle.dumps(TrialConfigLoader(hydra_loader)))
+    other_sweep.load_sweep_config(master, [*TASK, "optimizer=sgd"])
+    assert len(composed) == 3  # another sweep's loader keeps its own

@@ -13,7 +13,8 @@ deleting a group, a package, a `hydra.*` key) is left to Hydra.
 import copy
 import os
 import sys
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra import __version__, version
@@ -45,14 +46,25 @@ class Composed:
     repo: CachingConfigRepository
 
 
+@dataclass
+class Compositions:
+    """What one sweep's loader has composed, in one process."""
+
+    # by config name and hydra overrides: the repository they search, and the overrides parsed
+    repos: dict[tuple[Any, ...], tuple[CachingConfigRepository, list[Override]]] = field(default_factory=dict)
+    composed: dict[tuple[Any, ...], Composed] = field(default_factory=dict)  # ... and the trial's group choices
+
+
+IN_THIS_PROCESS: dict[str, Compositions] = {}  # by the sweep's loader: shared by the copies a process unpickles
+
+
 class TrialConfigLoader:
     """Hydra's config loader, with `load_sweep_config` reusing compositions; the rest is Hydra's."""
 
     def __init__(self, loader: ConfigLoaderImpl) -> None:
         self.loader = loader
-        # by config name and hydra overrides: the repository they search, and the overrides parsed
-        self.repos: dict[tuple[Any, ...], tuple[CachingConfigRepository, list[Override]]] = {}
-        self.composed: dict[tuple[Any, ...], Composed] = {}  # ... and the trial's group choices
+        self.token = uuid.uuid4().hex  # names this sweep's loader in every process its copies reach
+        self.compositions = IN_THIS_PROCESS.setdefault(self.token, Compositions())
 
     def __getattr__(self, name: str) -> Any:
         if "loader" not in self.__dict__:  # while unpickling
@@ -60,8 +72,13 @@ class TrialConfigLoader:
         return getattr(self.loader, name)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Sent to joblib workers without the compositions: each worker keeps its own."""
-        return {"loader": self.loader, "repos": {}, "composed": {}}
+        """Sent to the processes that run trials without the compositions: the joblib launcher sends a copy
+        with every trial, and each process keeps the compositions of the copies it has received."""
+        return {"loader": self.loader, "token": self.token}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.compositions = IN_THIS_PROCESS.setdefault(self.token, Compositions())
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         """The trial's config, in the sweep's own directory.
@@ -87,19 +104,20 @@ class TrialConfigLoader:
         """The trial's config, or None when its overrides need Hydra's full composition."""
         parser = OverridesParser.create()
         base_key = (config_name, tuple(hydra_lines))
-        if base_key not in self.repos:  # the same for every trial of the sweep: parsed once
+        repos, composed_by_key = self.compositions.repos, self.compositions.composed
+        if base_key not in repos:  # the same for every trial of the sweep: parsed once
             hydra_overrides = parser.parse_overrides(hydra_lines)
             repo = searchpath_repository(self.loader, config_name, hydra_overrides)
-            self.repos[base_key] = (repo, hydra_overrides)
-        repo, hydra_overrides = self.repos[base_key]
+            repos[base_key] = (repo, hydra_overrides)
+        repo, hydra_overrides = repos[base_key]
         trial_overrides = parser.parse_overrides(trial_lines)
         choices = split_choices(trial_overrides, repo)
         if choices is None:
             return None
         key = (*base_key, tuple(o.input_line for o in choices))
-        if key not in self.composed:
-            self.composed[key] = self._compose_base(config_name, hydra_overrides + choices)
-        composed = self.composed[key]
+        if key not in composed_by_key:
+            composed_by_key[key] = self._compose_base(config_name, hydra_overrides + choices)
+        composed = composed_by_key[key]
 
         parsed = hydra_overrides + trial_overrides
         validate_trial_overrides(self.loader, parsed)

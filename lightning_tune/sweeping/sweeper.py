@@ -603,41 +603,69 @@ class TuningSweeper(Sweeper):
         Returns why the sweep failed (too many failed trials), or "". """
         derive_seeds = "seed" not in plan.space.distributions
         stop, failure = "", ""
-        while True:
-            free = [] if self.wait_for_batch and slots.busy else slots.free()  # a batch: once all have ended
-            for slot in free:
-                trial: Optional[optuna.Trial] = None
-                while not stop:  # until a trial is asked and claimed, or none is left to ask
-                    if before_ask is not None:
-                        before_ask()
-                    with exclusive():
-                        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                        if (remaining := plan.n_trials - count_finished(study) - running) <= 0:
-                            break
-                        if plan.deadline is not None and time.time() > plan.deadline:
-                            stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
-                            log.info("Stopping: %s", stop)
-                            break
-                        trial = self._ask(study, plan.grid, lane)
-                    if trial is None or claim is None or claim(trial):
+        told: Optional[tuple[optuna.Trial, Optional[float]]] = None  # a trial told, not yet logged and written
+
+        def report() -> None:  # the last trial told, logged and in the results files
+            nonlocal told
+            if told is not None:
+                trial, duration = told
+                self.log_progress(study, study.get_trials(deepcopy=False)[trial.number], plan.n_trials, duration)
+                write_progress(study, self.sweep_dir)
+                told = None
+
+        try:
+            while True:
+                if slots.count == 1:  # the next trial runs in this thread: this one's line comes first
+                    report()
+                free = [] if self.wait_for_batch and slots.busy else slots.free()  # a batch: once all have ended
+                for slot in free:
+                    trial: Optional[optuna.Trial] = None
+                    if not stop:
+                        trial, stop = self._next_trial(study, plan, before_ask, claim, lane, exclusive)
+                    if trial is None:
                         break
-                    trial = None  # given up to another worker's: ask again
-                if trial is None:
-                    break
-                gpu = slot_gpu(slot, gpus, self.workers_per_gpu)
-                overrides = [
-                    *self._suggest(trial, plan.space), *self._trial_overrides(trial, plan.sweep_seed, gpu, derive_seeds)
-                ]
-                slots.start(slot, trial, functools.partial(launch, trial, overrides))
-            if not slots.busy:
-                return failure
-            trial, ret = slots.next_done()
-            return_freed_memory()
-            self.record(study, trial, ret, len(plan.directions))
-            self.log_progress(study, study.get_trials(deepcopy=False)[trial.number], plan.n_trials, job_duration(ret))
-            write_progress(study, self.sweep_dir)
-            if not failure and (failure := self.too_many_failed(study, plan.n_trials)):
-                stop = failure  # the trials in flight finish first
+                    gpu = slot_gpu(slot, gpus, self.workers_per_gpu)
+                    overrides = self._suggest(trial, plan.space)
+                    overrides += self._trial_overrides(trial, plan.sweep_seed, gpu, derive_seeds)
+                    slots.start(slot, trial, functools.partial(launch, trial, overrides))
+                report()  # while the slots' trials run: a slot that frees waits only for the tell and the next ask
+                if not slots.busy:
+                    return failure
+                trial, ret = slots.next_done()
+                return_freed_memory()
+                self.record(study, trial, ret, len(plan.directions))
+                told = (trial, job_duration(ret))
+                if not failure and (failure := self.too_many_failed(study, plan.n_trials)):
+                    stop = failure  # the trials in flight finish first
+        finally:  # Ctrl-C, an error: the trial told is in the results files all the same
+            report()
+
+    def _next_trial(
+        self,
+        study: optuna.Study,
+        plan: "SweepPlan",
+        before_ask: Optional[Callable[[], None]],
+        claim: Optional[Callable[[optuna.Trial], bool]],
+        lane: int,
+        exclusive: Callable[[], ContextManager[Any]],
+    ) -> tuple[Optional[optuna.Trial], str]:
+        """The next trial asked and claimed (see `run_trials`); or None, with why the sweep stops asking ("" when
+        the trials finished and in flight make `n_trials`, or the grid is done)."""
+        while True:
+            if before_ask is not None:
+                before_ask()
+            with exclusive():
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                if (remaining := plan.n_trials - count_finished(study) - running) <= 0:
+                    return None, ""
+                if plan.deadline is not None and time.time() > plan.deadline:
+                    stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"
+                    log.info("Stopping: %s", stop)
+                    return None, stop
+                trial = self._ask(study, plan.grid, lane)
+            if trial is None or claim is None or claim(trial):
+                return trial, ""
+            # given up to another worker's: ask again
 
     def finish(self, study: optuna.Study) -> None:
         """The sweep's results files, from the study as it stands, and its best trial in the log."""
