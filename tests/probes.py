@@ -41,3 +41,11 @@ class ScrambleWeightsAfterFit(pl.Callback):
         with torch.no_grad():
             for parameter in pl_module.parameters():
                 parameter.zero_()
+
+
+class GpuProbe(pl.Callback):
+    """The process that trains the trial and the GPUs it was given (CUDA_VISIBLE_DEVICES)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        with open(os.environ["PROBE_FILE"], "a") as probe:
+            probe.write(json.dumps({"pid": os.getpid(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")

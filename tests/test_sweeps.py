@@ -40,7 +40,7 @@ from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.sweeping.config import sweep_id
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.sweeping.space import SearchSpace, flatten_params, grid_choices, parse_search_space
-from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, slot_gpu, trial_outcome
+from lightning_tune.sweeping.sweeper import INTERRUPTED, TuningSweeper, trial_outcome
 from lightning_tune.sweeping.study import derive_seed
 from sweeping import ENV, JOURNAL, ONLY_LR, PRUNING, STUDY, TINY, Sweep, command, enqueue, run_sweep
 
@@ -799,18 +799,6 @@ def test_a_presets_sampler_suggests_the_same_trials_for_the_same_seed(preset):
     assert preset_suggestions(preset, seed=4)[1:] != first[1:]  # not only trial 0: unscrambled Sobol's were
 
 
-def test_each_parallel_slot_keeps_its_own_gpu():
-    assert [slot_gpu(slot, 2) for slot in range(2)] == [0, 1]
-    assert [slot_gpu(slot, 4) for slot in range(3)] == [0, 1, 2]
-    assert [slot_gpu(slot, 2) for slot in range(5)] == [0, 1, 0, 1, 0]  # more slots than GPUs: round robin
-    assert [slot_gpu(slot, 1) for slot in range(2)] == [None, None]  # one GPU or none: the trainer's default
-    assert [slot_gpu(slot, 0) for slot in range(3)] == [None, None, None]
-    # workers_per_gpu=2: two slots to a GPU, each slot on the same GPU all sweep long
-    assert [slot_gpu(slot, 2, per_gpu=2) for slot in range(4)] == [0, 0, 1, 1]
-    assert [slot_gpu(slot, 4, per_gpu=2) for slot in range(8)] == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert [slot_gpu(slot, 2, per_gpu=3) for slot in range(8)] == [0, 0, 0, 1, 1, 1, 0, 0]  # more: round robin
-
-
 class FakeTrial:
     def __init__(self, number: int) -> None:
         self.number, self.user_attrs = number, {}
@@ -819,14 +807,14 @@ class FakeTrial:
         self.user_attrs[key] = value
 
 
-def test_trial_overrides_pin_the_gpu_and_the_derived_seed():
+def test_trial_overrides_pin_the_derived_seed():
     sweeper = TuningSweeper.__new__(TuningSweeper)
     sweeper.study_name, sweeper.storage_url = STUDY, "sqlite:///x.db"
     trial = FakeTrial(7)
-    overrides = sweeper._trial_overrides(trial, sweep_seed=3, gpu=1, derive=True)
-    assert "trainer.devices=[1]" in overrides and "trial.number=7" in overrides
+    overrides = sweeper._trial_overrides(trial, sweep_seed=3, derive=True)
+    assert "trial.number=7" in overrides
     assert f"seed={derive_seed(3, 7)}" in overrides and trial.user_attrs["trial_seed"] == derive_seed(3, 7)
-    overrides = sweeper._trial_overrides(FakeTrial(8), sweep_seed=3, gpu=None, derive=False)
+    overrides = sweeper._trial_overrides(FakeTrial(8), sweep_seed=3, derive=False)
     assert not any(o.startswith(("trainer.devices=", "seed=")) for o in overrides)
 
 

@@ -71,7 +71,7 @@ class TuningSweeperConf(OptunaSweeperConf):
     # false: a slot that frees gets the next trial at once; true: the slots' trials are asked together and the
     # next ones only once all have ended, so that the same seed gives the same trials with parallel slots too
     wait_for_batch: bool = False
-    # parallel slots that share one GPU, on a machine with several: small trials packed k to a GPU
+    # joblib worker processes that share one GPU, on a machine with several: small trials packed k to a GPU
     workers_per_gpu: int = setting(AT_LEAST_1, 1)
     # with launcher=slurm: this many SLURM jobs that each take trials from the study until it holds n_trials
     # finished ones, and go on if this command ends (0: each trial its own job, from this command)

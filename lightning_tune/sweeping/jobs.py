@@ -10,6 +10,7 @@ before, through Hydra's own object) plus
 - in a process that the sweep's driver started itself (a joblib worker), a watchdog that ends it once the
   driver is gone. Killed (kill -9), a driver leaves its workers behind otherwise: they train on, then idle
   for minutes, holding their memory. (Ctrl-C ends them already: joblib terminates its workers then.)
+  There, too, on a machine with several GPUs, the process's own GPU (`gpus.py`).
 """
 
 import os
@@ -20,6 +21,8 @@ from typing import Any, Optional
 from hydra.core.utils import JobReturn
 from hydra.types import TaskFunction
 from omegaconf import DictConfig
+
+from lightning_tune.sweeping.gpus import GpuSeats, own_gpu
 
 DURATION = "duration_s"  # set on a JobReturn: the job's own wall time, in seconds
 WATCH_INTERVAL_S = 0.5  # how often a worker looks for its driver
@@ -32,11 +35,14 @@ class TrialJobs:
     def __init__(self, callbacks: Any, driver_pid: int) -> None:
         self.callbacks = callbacks  # `HydraContext.callbacks`: Hydra's own, which notifies the configured ones
         self.driver_pid = driver_pid
+        self.gpu_seats: Optional[GpuSeats] = None  # set by a sweep whose parallel trials share several GPUs
         self.started: Optional[float] = None
 
     def on_job_start(self, config: DictConfig, *, task_function: TaskFunction, **kwargs: Any) -> None:
         if os.getpid() != self.driver_pid and os.getppid() == self.driver_pid:
             end_with_parent()
+            if self.gpu_seats is not None:
+                own_gpu(self.gpu_seats)
         self.started = time.monotonic()
         self.callbacks.on_job_start(config=config, task_function=task_function, **kwargs)
 

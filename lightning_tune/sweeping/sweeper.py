@@ -33,6 +33,7 @@ from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.private_hydra import failed_job_error
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
 from lightning_tune.sweeping.composition import TrialConfigLoader
+from lightning_tune.sweeping.gpus import GpuSeats
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
 from lightning_tune.sweeping.jobs import DURATION, TrialJobs, job_duration
 from lightning_tune.sweeping.private_optuna import set_running_trial_attrs
@@ -162,13 +163,6 @@ def return_freed_memory() -> None:
         pass
 
 
-def slot_gpu(slot: int, gpu_count: int, per_gpu: int = 1) -> Optional[int]:
-    """The GPU index that the trials of a parallel slot use for the whole sweep: `per_gpu` consecutive slots
-    share one (`hydra.sweeper.workers_per_gpu`), the GPUs taken round robin; None with fewer than two GPUs,
-    where every trial uses the trainer's default."""
-    return (slot // per_gpu) % gpu_count if gpu_count > 1 else None
-
-
 def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, Optional[list[float]], str]:
     """(state, values, reason) of a finished job: pruned, failed with its reason, or complete."""
     if ret.status != JobStatus.COMPLETED:
@@ -228,9 +222,9 @@ class TuningSweeper(Sweeper):
         # the launcher composes each trial's config through this loader: once per group choices, not per trial
         # and its jobs, wherever they run, time themselves and end with this process (`jobs.py`)
         loader = TrialConfigLoader(hydra_context.config_loader)
-        callbacks = TrialJobs(hydra_context.callbacks, driver_pid=os.getpid())
+        self.trial_jobs = TrialJobs(hydra_context.callbacks, driver_pid=os.getpid())
         hydra_context = HydraContext(
-            config_loader=loader, callbacks=callbacks, execution_whitelist=hydra_context.execution_whitelist
+            config_loader=loader, callbacks=self.trial_jobs, execution_whitelist=hydra_context.execution_whitelist
         )
         self.config, self.hydra_context = config, hydra_context
         self._check_workers()  # before the SLURM launcher's own checks, which would blame the job's resources
@@ -543,10 +537,11 @@ class TuningSweeper(Sweeper):
 
         import torch  # only to count GPUs for parallel trials
 
-        gpus = torch.cuda.device_count() if self.slots > 1 and self.assigns_gpus else 0
+        if self.slots > 1 and self.assigns_gpus and (gpus := torch.cuda.device_count()) > 1:
+            self.trial_jobs.gpu_seats = GpuSeats(self.sweep_dir, gpus, self.workers_per_gpu, self.slots)
         plan.deadline = self._deadline()
         try:
-            failure = self.run_trials(study, plan, Slots(self.slots), self._launch, gpus=gpus)
+            failure = self.run_trials(study, plan, Slots(self.slots), self._launch)
         except BaseException:  # Ctrl-C, a launcher's error: the jobs in flight go too; the same command resumes
             if cancel := getattr(self.launcher, "cancel_running", None):
                 cancel()
@@ -590,7 +585,6 @@ class TuningSweeper(Sweeper):
         plan: "SweepPlan",
         slots: Slots[JobReturn],
         launch: Callable[[optuna.Trial, list[str]], JobReturn],
-        gpus: int = 0,
         before_ask: Optional[Callable[[], None]] = None,
         claim: Optional[Callable[[optuna.Trial], bool]] = None,
         lane: int = 0,
@@ -624,9 +618,8 @@ class TuningSweeper(Sweeper):
                         trial, stop = self._next_trial(study, plan, before_ask, claim, lane, exclusive)
                     if trial is None:
                         break
-                    gpu = slot_gpu(slot, gpus, self.workers_per_gpu)
                     overrides = self._suggest(trial, plan.space)
-                    overrides += self._trial_overrides(trial, plan.sweep_seed, gpu, derive_seeds)
+                    overrides += self._trial_overrides(trial, plan.sweep_seed, derive_seeds)
                     slots.start(slot, trial, functools.partial(launch, trial, overrides))
                 report()  # while the slots' trials run: a slot that frees waits only for the tell and the next ask
                 if not slots.busy:
@@ -699,14 +692,12 @@ class TuningSweeper(Sweeper):
             f"of n_trials={n_trials}; see {self.sweep_dir / 'trials.csv'}"
         )
 
-    def _trial_overrides(self, trial: optuna.Trial, sweep_seed: int, gpu: Optional[int], derive: bool) -> list[str]:
+    def _trial_overrides(self, trial: optuna.Trial, sweep_seed: int, derive: bool) -> list[str]:
         extra = [f"trial.number={trial.number}", f"trial.study_name='{self.study_name}'"]  # the storage: STORAGE_ENV
         if derive:
             seed = derive_seed(sweep_seed, trial.number)
             trial.set_user_attr("trial_seed", seed)
             extra.append(f"seed={seed}")
-        if gpu is not None:
-            extra.append(f"trainer.devices=[{gpu}]")
         return extra
 
     def record(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_obj: int) -> None:
