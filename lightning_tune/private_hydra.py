@@ -12,17 +12,25 @@ arguments, or acts otherwise than Hydra's public API (whose result it is compare
   `_ensure_sweep_config_controller_unchanged`), `CachingConfigRepository` (whose `group_exists` and
   `get_sources` composition.py calls) and `create_defaults_list` (its result's `defaults` and
   `overrides.known_choices`).
+- `Singleton.get_state`, as hydra-joblib-launcher's `_core.launch` calls it for every launch: Hydra's global
+  state (the ConfigStore, the sweep's config, ...), deep-copied and pickled again for each trial sent to a
+  worker process, about 40 ms of the sweep's own time per trial. `joblib_state_once` has it return one copy
+  per sweep, pickled once; the launcher has no other way in.
 - `JobReturn._return_value` of a failed job, its error: the public `JobReturn.return_value` raises it
   instead, writing "Error executing job with overrides: ..." to stderr, which a sweep's console must not
   show for a trial whose failure it records. (It is written by the public setter, `ret.return_value = error`.)
 """
 
-from typing import Any, Optional
+import pickle
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.config_repository import CachingConfigRepository
 from hydra._internal.defaults_list import create_defaults_list
 from hydra.core.override_parser.types import Override
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -67,3 +75,39 @@ def ensure_controller_unchanged(master_config: DictConfig, sweep_config: DictCon
 def failed_job_error(ret: JobReturn) -> Any:
     """What a failed job raised (or the error its launcher gave it), without raising it."""
     return ret._return_value
+
+
+class PickledState(dict):
+    """Hydra's global state, which pickles as the bytes it was pickled to once: unpickled, a plain dict."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        import cloudpickle  # as joblib sends tasks: the state holds OmegaConf's resolvers, local functions
+
+        super().__init__(state)
+        self.pickled = cloudpickle.dumps(state)
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return pickle.loads, (self.pickled,)
+
+
+_state_lock = threading.Lock()
+_state_users = 0  # launches under way, from the sweep's slot threads
+_hydras_get_state = Singleton.__dict__["get_state"]
+
+
+@contextmanager
+def joblib_state_once(state: PickledState) -> Iterator[None]:
+    """Within the block, `Singleton.get_state()` gives `state`: the joblib launcher sends it to the trial's
+    worker process as the bytes pickled once. Safe for the launches of several threads at once."""
+    global _state_users
+    with _state_lock:
+        if _state_users == 0:
+            Singleton.get_state = staticmethod(lambda: state)  # type: ignore[method-assign]
+        _state_users += 1
+    try:
+        yield
+    finally:
+        with _state_lock:
+            _state_users -= 1
+            if _state_users == 0:
+                Singleton.get_state = _hydras_get_state  # type: ignore[method-assign]

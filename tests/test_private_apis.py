@@ -6,6 +6,7 @@ compared with. tests/test_composition.py checks the composition cache as a whole
 
 import inspect
 import os
+import pickle
 import pkgutil
 import stat
 import time
@@ -35,6 +36,7 @@ CHECKED = {
     "optuna": ("5.0.0", "lightning_tune/sweeping/private_optuna.py"),
     "hydra-optuna-sweeper": ("1.4.0rc3", "lightning_tune/sweeping/private_optuna.py"),
     "submitit": ("1.5.4", "lightning_tune/private_submitit.py"),
+    "hydra-joblib-launcher": ("1.4.0rc3", "lightning_tune/private_hydra.py"),
 }
 LOADER = "hydra._internal.config_loader_impl.ConfigLoaderImpl"
 STORAGE = "optuna.storages.BaseStorage"
@@ -173,6 +175,31 @@ def test_a_failed_jobs_error_is_what_the_public_return_value_raises(capsys):
     assert "Error executing job" in capsys.readouterr().err, changed(
         "hydra-core", name, "is read by JobReturn.return_value now without writing to stderr: catch what it raises"
     )
+
+
+def test_the_joblib_launcher_sends_the_state_that_get_state_gives_within_the_block(hydra_loader):
+    """`joblib_state_once` replaces what hydra-joblib-launcher's `_core.launch` sends each worker: the state
+    it takes from `Singleton.get_state()`, which the worker hands to `Singleton.set_state`."""
+    import cloudpickle
+    from hydra.core.singleton import Singleton
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    name = "Singleton.get_state, as hydra_joblib_launcher._core.launch calls it"
+    source = inspect.getsource(_core.launch)
+    assert "singleton_state = Singleton.get_state()" in source, changed("hydra-joblib-launcher", name, "is not called")
+    assert "singleton_state," in inspect.getsource(_core), changed("hydra-joblib-launcher", name, "is not sent")
+    with private_use("hydra-core", "Singleton.get_state"):
+        from lightning_tune.private_hydra import PickledState, joblib_state_once
+
+        hydras = Singleton.get_state()
+        state = PickledState(hydras)
+        with joblib_state_once(state), joblib_state_once(state):  # two slots' launches at once
+            assert Singleton.get_state() is state
+        assert Singleton.get_state() is not state  # Hydra's own again: a fresh copy each call
+    received = pickle.loads(cloudpickle.dumps(state))  # as a worker process unpickles its task
+    assert type(received) is dict and received.keys() == hydras.keys() == {"instances", "omegaconf_resolvers"}
+    assert {type(v) for v in received["instances"].values()} == {type(v) for v in hydras["instances"].values()}
+    assert received["omegaconf_resolvers"].keys() == hydras["omegaconf_resolvers"].keys()
 
 
 # --- Optuna and the Optuna sweeper ------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """lightning-tune's Hydra plugins: its config groups on every app's search path, its sweeper and its
-SLURM launcher.
+SLURM and joblib launchers.
 
 Hydra imports this module whenever it starts, so it imports nothing heavy; the implementations
 (optuna, torch, submitit) are imported only when a sweep or a job begins.
@@ -14,6 +14,7 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.utils import JobReturn
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,6 +53,23 @@ class LightningTuneSweeper(Sweeper):
             self.sweeper.sweep(arguments)
         except ConfigError as error:  # a bad search space, storage or budget: one line, no traceback
             sys.exit(f"error: {error}")
+
+
+class LightningTuneJoblibLauncher(JoblibLauncher):
+    """`launcher=joblib`: hydra-joblib-launcher's, sending Hydra's global state to the worker processes as
+    bytes pickled once per sweep, not deep-copied and pickled again for every trial (`private_hydra.py`)."""
+
+    state: Any = None  # the driver's, which holds still while the sweep runs: taken at the first launch
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra.core.singleton import Singleton
+
+        from lightning_tune.private_hydra import PickledState, joblib_state_once
+
+        if self.state is None:
+            self.state = PickledState(Singleton.get_state())
+        with joblib_state_once(self.state):
+            return super().launch(job_overrides, initial_job_idx)
 
 
 class LightningTuneSlurmLauncher(SlurmLauncher):
