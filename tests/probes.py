@@ -43,9 +43,11 @@ class ScrambleWeightsAfterFit(pl.Callback):
                 parameter.zero_()
 
 
-class GpuProbe(pl.Callback):
-    """The process that trains the trial and the GPUs it was given (CUDA_VISIBLE_DEVICES)."""
+class WorkerProbe(pl.Callback):
+    """The process that trains the trial, the GPUs it was given (CUDA_VISIBLE_DEVICES), and how many of its
+    objects the garbage collector leaves aside (`gc.freeze`)."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seen = {"pid": os.getpid(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "frozen": gc.get_freeze_count()}
         with open(os.environ["PROBE_FILE"], "a") as probe:
-            probe.write(json.dumps({"pid": os.getpid(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
+            probe.write(json.dumps(seen) + "\n")

@@ -96,14 +96,16 @@ def test_a_gpu_list_the_sweep_was_given_is_kept(start):
 TWO_GPUS = "import runpy, torch; torch.cuda.device_count = lambda: 2; runpy.run_path('train.py', run_name='__main__')"
 
 
-@pytest.mark.parametrize("per_gpu, expected", [(1, {"0", "1"}), (2, {"0"})])
-def test_a_joblib_sweep_gives_each_worker_process_its_own_gpu(tmp_path, per_gpu, expected):
+@pytest.fixture(scope="module", params=[1, 2], ids=["one per gpu", "two per gpu"])
+def worker_trials(request, tmp_path_factory) -> tuple[int, list[dict]]:
+    """workers_per_gpu and, per trial of a 6-trial joblib sweep on 2 processes, what the process saw."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
     probe_file = tmp_path / "probe.jsonl"
     env = {**ENV, "PYTHONPATH": f"{ROOT / 'tests'}:{os.environ.get('PYTHONPATH', '')}", "PROBE_FILE": str(probe_file)}
     arguments = command(
         tmp_path / "sweep", "hparams_search=random", *ONLY_LR, *TINY, "hydra.sweeper.n_trials=6", "launcher=joblib",
-        "launcher.n_jobs=2", f"hydra.sweeper.workers_per_gpu={per_gpu}", "+callbacks.probe._target_=probes.GpuProbe",
-        "+execution_whitelist.probes=probes.*",
+        "launcher.n_jobs=2", f"hydra.sweeper.workers_per_gpu={request.param}",
+        "+callbacks.probe._target_=probes.WorkerProbe", "+execution_whitelist.probes=probes.*",
     )  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-c", TWO_GPUS, *arguments[2:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
@@ -111,8 +113,25 @@ def test_a_joblib_sweep_gives_each_worker_process_its_own_gpu(tmp_path, per_gpu,
     assert result.returncode == 0, result.stderr[-3000:]
     trials = [json.loads(line) for line in probe_file.read_text().splitlines()]
     assert len(trials) == 6
+    return request.param, trials
+
+
+def test_a_joblib_sweep_gives_each_worker_process_its_own_gpu(worker_trials):
+    per_gpu, trials = worker_trials
     gpus_by_process: dict[int, set[str]] = {}
     for trial in trials:
         gpus_by_process.setdefault(trial["pid"], set()).add(trial["gpus"])
     assert all(len(gpus) == 1 for gpus in gpus_by_process.values()), gpus_by_process  # one GPU a process, for life
-    assert set().union(*gpus_by_process.values()) == expected  # two processes: GPU 0 and 1; two to a GPU: both on 0
+    expected = {"0", "1"} if per_gpu == 1 else {"0"}  # two processes: GPU 0 and 1; two to a GPU: both on 0
+    assert set().union(*gpus_by_process.values()) == expected
+
+
+def test_a_joblib_worker_sets_its_imports_aside_from_the_garbage_collector_after_its_first_trial(worker_trials):
+    """loky's worker collects garbage after each task: with torch's objects frozen, that walk is short."""
+    _, trials = worker_trials
+    seen: set[int] = set()
+    for trial in trials:
+        first = trial["pid"] not in seen
+        seen.add(trial["pid"])
+        assert (trial["frozen"] == 0) if first else (trial["frozen"] > 100_000), trial
+    assert len(seen) < len(trials)  # a process ran two trials or more
