@@ -66,11 +66,12 @@ def test_eight_workers_finish_every_trial_exactly_once(tmp_path, request, storag
     assert most_running_at_once(trials) == 8
     assert [(row["number"], row["state"]) for row in sweep.rows()] == [(str(t.number), t.state.name) for t in trials]
     assert sorted(int(path.name) for path in sweep.dir.iterdir() if path.name.isdigit()) == list(range(N_TRIALS))
+    run_dirs = {int(row["number"]): row["run_dir"] for row in sweep.rows()}
     for trial in trials:  # each directory holds the one run of its trial
         run_dir = sweep.dir / str(trial.number)
         overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
         assert [o for o in overrides if o.startswith("trial.number=")] == [f"trial.number={trial.number}"]
-        assert trial.user_attrs["run_dir"] == str(run_dir.resolve())
+        assert run_dirs[trial.number] == str(run_dir.resolve())
         assert (run_dir / "metrics.json").is_file() == (trial.state == TrialState.COMPLETE)
 
 

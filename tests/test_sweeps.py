@@ -304,9 +304,10 @@ def test_grid_runs_each_point_once_in_directories_numbered_by_trial(sweep):
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 4  # n_trials=1000 capped by the grid
     assert {(t.params["model.depth"], t.params["optimizer.lr"]) for t in trials} == GRID_POINTS
     assert "0 of 4 trial(s) finished" in sweep.output
+    run_dirs = {int(row["number"]): row["run_dir"] for row in sweep.rows()}
     for trial in trials:
         run_dir = sweep.dir / str(trial.number)
-        assert trial.user_attrs["run_dir"] == str(run_dir.resolve())
+        assert run_dirs[trial.number] == str(run_dir.resolve())
         metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
         assert metrics["value"] == pytest.approx(trial.value)
         config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
@@ -442,8 +443,9 @@ def test_a_killed_sweep_resumes_retrying_the_interrupted_trial(sweep, request):
     assert sorted(path.name for path in rerun.dir.iterdir() if path.name.isdigit()) == ["0", "1", "2", "3", "4"]
     assert {number: (rerun.dir / number / "metrics.json").read_text() for number in before} == before
     assert not (rerun.dir / "2" / "metrics.json").exists()
+    run_dirs = {int(row["number"]): row["run_dir"] for row in rerun.rows()}
     for trial in finished:
-        assert trial.user_attrs["run_dir"] == str((rerun.dir / str(trial.number)).resolve())
+        assert run_dirs[trial.number] == str((rerun.dir / str(trial.number)).resolve())
     assert [row["number"] for row in rerun.rows()] == ["0", "1", "2", "3", "4"]
     # Once more, on a finished study: nothing runs.
     again.ok()

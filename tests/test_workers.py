@@ -150,7 +150,7 @@ def test_a_worker_s_trial_names_its_worker_s_job_in_trials_csv(study):
     trial = study.ask()
     trial.set_user_attr(WORKER_JOB, "12_1")
     study.tell(trial, state=TrialState.FAIL)
-    (row,) = csv.DictReader(io.StringIO(trials_csv(study.trials, ["val/acc"])))
+    (row,) = csv.DictReader(io.StringIO(trials_csv(study.trials, ["val/acc"], Path("."))))
     assert row["job_id"] == "12_1"
 
 

@@ -15,7 +15,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import optuna
 from omegaconf import OmegaConf
-from optuna.importance import FanovaImportanceEvaluator
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -113,7 +112,16 @@ def cv_stds(trial: FrozenTrial) -> Optional[dict[str, float]]:
     return stds if isinstance(stds, dict) else None
 
 
-def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
+def run_dir(trial: FrozenTrial, sweep_dir: Path) -> Optional[str]:
+    """Where the trial ran: the directory its number names in the sweep directory, or the one it recorded
+    (`hydra.sweep.subdir` set to another); None for a trial that never ran (its config did not compose)."""
+    if recorded := trial.user_attrs.get("run_dir"):
+        return recorded
+    default = sweep_dir / str(trial.number)
+    return str(default.resolve()) if default.is_dir() else None
+
+
+def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str], sweep_dir: Path) -> str:
     """One row per trial; a blank cell where a trial has no value, param or attribute.
 
     With cross-validation (`cv.folds`), the value is the folds' mean and `cv_std` (one objective) or
@@ -138,7 +146,7 @@ def trials_csv(trials: Sequence[FrozenTrial], names: Sequence[str]) -> str:
             *(trial.params.get(param) for param in params),
             trial.user_attrs.get("trial_seed"),
             duration_s(trial),
-            trial.user_attrs.get("run_dir"),
+            run_dir(trial, sweep_dir),
             fail_reason(trial),
             trial.user_attrs.get("job_id", trial.user_attrs.get(WORKER_JOB)),
             trial.user_attrs.get("log"),
@@ -181,21 +189,28 @@ def best_config(trial: FrozenTrial, study_name: str, names: Sequence[str], sweep
     return header + OmegaConf.to_yaml(cfg)
 
 
+_best_written: dict[Path, int] = {}  # sweep directory: the trial whose config this process last wrote to best.yaml
+
+
 def write_progress(study: optuna.Study, sweep_dir: Path) -> None:
     """trials.csv always; best.yaml and optimization_results.yaml once a trial has completed.
 
-    Cheap enough for every batch of trials: one read of the study, one small YAML file, no plotting.
+    Cheap enough for every trial: one read of the study, one small YAML file, no plotting; best.yaml only
+    when the best trial is another than this process last wrote there (or the file has gone).
     """
     sweep_dir = Path(sweep_dir)
     trials, names, maximize = reported_trials(study), objective_names(study), maximizes(study)
-    write_atomic(sweep_dir / "trials.csv", trials_csv(trials, names))
+    write_atomic(sweep_dir / "trials.csv", trials_csv(trials, names, sweep_dir))
     best = best_trial(trials, maximize)
     if best is None:
         return
     write_atomic(sweep_dir / "optimization_results.yaml", optimization_results(trials, maximize))
+    if _best_written.get(sweep_dir) == best.number and (sweep_dir / "best.yaml").is_file():
+        return
     config = best_config(best, study.study_name, names, sweep_dir)
     if config is not None:
         write_atomic(sweep_dir / "best.yaml", config)
+        _best_written[sweep_dir] = best.number
 
 
 def first_line(error: BaseException) -> str:
@@ -214,6 +229,8 @@ def param_importances(study: optuna.Study, names: Sequence[str]) -> tuple[dict[s
     count = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if count < 2:
         return {}, f"Not computed: importances need at least 2 complete trials, the study has {count}."
+    from optuna.importance import FanovaImportanceEvaluator  # scikit-learn's forests: only for the report
+
     try:
         importances = {
             name: {param: float(value) for param, value in optuna.importance.get_param_importances(
@@ -335,7 +352,7 @@ def write_report(study: optuna.Study, sweep_dir: Path) -> Path:
     stopped = [trial for trial in trials if trial.state in (TrialState.FAIL, TrialState.PRUNED)]
     if stopped:
         rows = [
-            [t.number, t.state.name, fail_reason(t), shown_dir(t.user_attrs.get("run_dir"), sweep_dir)] for t in stopped
+            [t.number, t.state.name, fail_reason(t), shown_dir(run_dir(t, sweep_dir), sweep_dir)] for t in stopped
         ]
         lines += ["## Failed and pruned trials", "", *table(["trial", "state", "reason", "run dir"], rows), ""]
 

@@ -284,8 +284,8 @@ class TuningSweeper(Sweeper):
                 database.parent.mkdir(parents=True, exist_ok=True)
             if url.startswith(JOURNAL):  # a journal has no schema to upgrade: each line is one operation
                 check_journal(database, f"hydra.sweeper.storage={shown!r}")
-            else:
-                upgrade_schema(url, database if database is not None and database.exists() else None)
+            elif database is None or database.exists():  # a new SQLite file is created at this Optuna's schema
+                upgrade_schema(url, database)
             storage = open_storage(url)
             try:
                 known = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler)
@@ -705,8 +705,10 @@ class TuningSweeper(Sweeper):
         are, and its configuration runs again at once; if that run's process dies too, it fails for good."""
         state, values, reason = trial_outcome(ret, n_obj)
         trial.set_user_attr("duration_s", job_duration(ret))  # its own, timed where it ran; None: unknown
-        if ret.hydra_cfg is not None:
-            trial.set_user_attr("run_dir", str(Path(ret.hydra_cfg.hydra.runtime.output_dir).absolute()))
+        if ret.hydra_cfg is not None:  # results.run_dir: recorded only where it is not the trial's number's
+            ran_in = Path(ret.hydra_cfg.hydra.runtime.output_dir).resolve()
+            if ran_in != (self.sweep_dir / str(trial.number)).resolve():
+                trial.set_user_attr("run_dir", str(ran_in))
         if isinstance(ret, SlurmJobReturn):
             trial.set_user_attr("job_id", ret.job_id)
             trial.set_user_attr("log", ret.log)

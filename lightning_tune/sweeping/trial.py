@@ -24,6 +24,8 @@ from lightning_tune.sweeping.private_optuna import running_trial
 from lightning_tune.sweeping.results import CV_STD_ATTR
 from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, build_pruner, open_storage
 
+NO_PRUNER = "optuna.pruners.NopPruner"  # pruner=none
+
 
 class PruningCallback(pl.Callback):
     """Reports the monitored metric after each validation of the training; stops the trial when the pruner says
@@ -44,8 +46,10 @@ class PruningCallback(pl.Callback):
 
 
 def open_trial(trial_cfg: DictConfig) -> tuple[optuna.trial.Trial, bool]:
-    """This trial, through the study's storage, and whether it is to be pruned: a pruner is configured and
-    the study has one objective (Optuna prunes single-objective studies only)."""
+    """This trial, through the study's storage, and whether it is to be pruned: a pruner other than
+    `pruner=none` (Optuna's NopPruner) is configured and the study has one objective (Optuna prunes
+    single-objective studies only). A trial that is not pruned reports nothing: each report is a write to
+    the storage, and nothing would read it."""
     url = trial_cfg.get("storage") or os.environ.get(STORAGE_ENV)
     if not url:
         raise ConfigError(
@@ -55,7 +59,7 @@ def open_trial(trial_cfg: DictConfig) -> tuple[optuna.trial.Trial, bool]:
     storage = open_storage(url)
     study = optuna.load_study(study_name=trial_cfg.study_name, storage=storage)
     pruner_cfg = study.user_attrs.get(PRUNER_ATTR)
-    prunes = len(study.directions) == 1 and bool(pruner_cfg)
+    prunes = len(study.directions) == 1 and bool(pruner_cfg) and pruner_cfg.get("_target_") != NO_PRUNER
     if prunes:
         study.pruner = build_pruner(pruner_cfg)
     return running_trial(study, storage, trial_cfg.number), prunes
