@@ -177,6 +177,11 @@ def print_help(config_dir: Path, config_name: str) -> None:
     print(string.Template(cfg.hydra.help.template).safe_substitute())
 
 
+def is_config_group(name: str) -> bool:
+    """A config group of lightning-tune's (a folder of `lightning_tune/conf`)."""
+    return (importlib.resources.files("lightning_tune.conf") / name).is_dir()
+
+
 def hydra_error_line(error: BaseException) -> str:
     """Hydra's error of composing a command, on one line: `trainer.max_epochs=1.5: Value '1.5' of type
     'float' could not be converted to Integer`. Hydra spreads it over 3 to 12 lines, with its config search
@@ -187,6 +192,12 @@ def hydra_error_line(error: BaseException) -> str:
         close = difflib.get_close_matches(str(cause.key), keys, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""
         parent = cause.full_key.rpartition(".")[0]
+        typed = re.match(r"Could not override '([^']+)'", str(error))
+        if not parent and typed and typed[1].startswith(f"{cause.full_key}.") and is_config_group(cause.full_key):
+            return (
+                f"{typed[1]} is no setting of the {cause.full_key} option chosen here, which has none (python train.py "
+                f"--help lists the {cause.full_key} options: choose one with {cause.full_key}=<option>)"
+            )
         if not parent:
             return f"{cause.full_key} is no config group or setting{hint} (python train.py --help lists the groups)"
         return f"{cause.full_key} is no setting of {parent}{hint} (its settings: {', '.join(keys)})"

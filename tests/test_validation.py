@@ -157,6 +157,7 @@ REFUSED = [
     ("optimizer.lrr=0.1", "error: optimizer.lrr is no setting of optimizer; did you mean lr? (its settings: lr, "),
     ("-m hparams_search=tpe optimizer.lrr=0.1", "error: optimizer.lrr is no setting of optimizer; did you mean lr?"),
     ("optimzer=adam", "error: optimzer is no config group or setting; did you mean optimizer? (python train.py --help"),
+    ("launcher.n_jobs=2", "error: launcher.n_jobs is no setting of the launcher option chosen here, which has none ("),
     ("optimizer=adamx", "error: In 'train': Could not find 'optimizer/adamx'; Available options in 'optimizer': adam, "
                         "adamw, rmsprop, sgd"),
     ("optimizer.lr=???", "error: optimizer.lr=??? must be given a value"),

@@ -6,6 +6,7 @@ Hydra imports this module whenever it starts, so it imports nothing heavy; the i
 """
 
 import gc
+import logging
 import sys
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -57,7 +58,9 @@ class LightningTuneSweeper(Sweeper):
 
 class LightningTuneJoblibLauncher(JoblibLauncher):
     """`launcher=joblib`: hydra-joblib-launcher's, sending Hydra's global state to the worker processes as
-    bytes pickled once per sweep, not deep-copied and pickled again for every trial (`private_hydra.py`)."""
+    bytes pickled once per sweep, not deep-copied and pickled again for every trial (`private_hydra.py`), and
+    without its three lines a trial ("Joblib.Parallel(...) is launching 1 jobs", the overrides): the sweeper
+    logs each trial."""
 
     state: Any = None  # the driver's, which holds still while the sweep runs: taken at the first launch
 
@@ -68,6 +71,7 @@ class LightningTuneJoblibLauncher(JoblibLauncher):
 
         if self.state is None:
             self.state = PickledState(Singleton.get_state())
+            logging.getLogger("hydra_plugins.hydra_joblib_launcher").setLevel(logging.WARNING)
         with joblib_state_once(self.state):
             return super().launch(job_overrides, initial_job_idx)
 

@@ -3,7 +3,8 @@
 A joblib worker process runs whichever trial comes next, whatever slot it came from. Had each slot its GPU
 (`trainer.devices=[i]`), a process could train one trial on GPU 0 and its next on GPU 1, holding a CUDA
 context (hundreds of MiB) on both. So a process takes a seat at its first trial instead: seats 0 to S-1,
-`per_gpu` consecutive ones to a GPU, each a lock file in the sweep's directory that the process holds until
+`per_gpu` consecutive ones to a GPU, taken one on each GPU before a second on any (fewer processes than seats
+spread over every GPU), each a lock file in the sweep's directory that the process holds until
 it exits (the OS lets go of it when the process dies, kill -9 included, and a new process takes it). The
 process then sees its seat's GPU alone (CUDA_VISIBLE_DEVICES, which CUDA reads at its first call in the
 process), and each trial's trainer uses it. With at least as many seats as the pool has processes, a process
@@ -43,12 +44,19 @@ class GpuSeats:
     def count(self) -> int:
         return max(self.slots, self.gpu_count * self.per_gpu)
 
+    def order(self) -> list[int]:
+        """The seats in the order processes take them: the first of each GPU's, then the second, ...; then
+        those beyond `per_gpu` x `gpu_count`."""
+        packed = self.gpu_count * self.per_gpu
+        spread = [gpu * self.per_gpu + k for k in range(self.per_gpu) for gpu in range(self.gpu_count)]
+        return spread + list(range(packed, self.count))
+
     def take(self) -> tuple[int, IO[str]]:
         """A free seat and its lock file, locked while the file is open; RuntimeError when every seat is held
         (more processes run trials than the sweep has slots)."""
         directory = self.sweep_dir / SEATS_DIR
         directory.mkdir(parents=True, exist_ok=True)
-        for seat in range(self.count):
+        for seat in self.order():
             file = open(directory / str(seat), "a")
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
