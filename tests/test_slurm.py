@@ -275,7 +275,7 @@ def test_a_tpe_sweep_on_slurm_leaves_what_a_local_one_does_with_the_same_values(
         assert re.fullmatch(r"\d+(_\d+)?", row["job_id"]), row
         run = slurm.dir / row["number"]  # its duration: timed in its job, from its config's writing to its metrics'
         own = (run / "metrics.json").stat().st_mtime - (run / ".hydra" / "config.yaml").stat().st_mtime
-        assert own - 0.1 < float(row["duration_s"]) < own + 1.0, (row, own)
+        assert own - 0.5 < float(row["duration_s"]) < own + 1.0, (row, own)  # Hydra writes its logs between
         job_log = Path(row["log"]).read_text() + Path(row["log"]).with_suffix(".err").read_text()
         assert "Using bfloat16 Automatic Mixed Precision" in job_log  # the precision went with the config
     # each trial its own job, submitted as its slot frees: no trial waits for another's job
