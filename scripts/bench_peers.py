@@ -88,7 +88,9 @@ def main() -> None:
     finally:
         for hog in hogs:
             hog.kill()
-    medians = {name: {m: round(statistics.median(r[m] for r in runs), 3) for m in METRICS} for name, runs in rounds.items()}
+    medians = {
+        name: {m: round(statistics.median(r[m] for r in runs), 3) for m in METRICS} for name, runs in rounds.items()
+    }
     ratios = {
         m: {
             "median": round(statistics.median(o[m] / p[m] for o, p in zip(rounds["ours"], rounds["plain"])), 3),

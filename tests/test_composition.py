@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -61,13 +61,15 @@ def test_reused_composition_is_not_changed_by_a_later_trial(loaders):
 
 
 @pytest.mark.parametrize(
-    "overrides", [["model.depth=abc"], ["optimizer=nope"], ["no_such_key=1"], ["optimizer.lr=1,2"]], ids=str
+    "overrides",
+    [["model.depth=abc"], ["optimizer=nope"], ["no_such_key=1"], ["optimizer.lr=1,2"], ["optimizer.lr=[1"]],
+    ids=str,
 )
 def test_bad_overrides_fail_as_in_hydra(loaders, overrides):
     master, hydra_loader, cached = loaders
     errors = []
     for loader in (hydra_loader, cached):
-        with pytest.raises(ConfigCompositionException) as error:
+        with pytest.raises((ConfigCompositionException, OverrideParseException)) as error:
             loader.load_sweep_config(master, [*TASK, *overrides])
         errors.append((str(error.value), str(error.value.__cause__)))
     assert errors[0] == errors[1]

@@ -22,7 +22,7 @@ from hydra.conf import ConfigSourceInfo
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobRuntime
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -110,7 +110,11 @@ class TrialConfigLoader:
             repo = searchpath_repository(self.loader, config_name, hydra_overrides)
             repos[base_key] = (repo, hydra_overrides)
         repo, hydra_overrides = repos[base_key]
-        trial_overrides = parser.parse_overrides(trial_lines)
+        try:
+            trial_overrides = parser.parse_overrides(trial_lines)
+        except OverrideParseException:
+            parser.parse_overrides(hydra_lines + trial_lines)  # Hydra's own error, which counts the hydra lines too
+            raise
         choices = split_choices(trial_overrides, repo)
         if choices is None:
             return None
