@@ -64,6 +64,10 @@ class LightningTuneJoblibLauncher(JoblibLauncher):
 
     state: Any = None  # the driver's, which holds still while the sweep runs: taken at the first launch
 
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        logging.getLogger("hydra_plugins.hydra_joblib_launcher").setLevel(logging.WARNING)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.singleton import Singleton
 
@@ -71,7 +75,6 @@ class LightningTuneJoblibLauncher(JoblibLauncher):
 
         if self.state is None:
             self.state = PickledState(Singleton.get_state())
-            logging.getLogger("hydra_plugins.hydra_joblib_launcher").setLevel(logging.WARNING)
         with joblib_state_once(self.state):
             return super().launch(job_overrides, initial_job_idx)
 
