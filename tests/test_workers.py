@@ -92,6 +92,25 @@ def test_of_two_workers_that_take_the_last_trial_at_once_the_later_gives_it_up(s
     assert count_finished(study) == 2  # the given-up trial counts for nothing
 
 
+def test_a_trial_that_ends_while_a_worker_counts_is_counted_once(study, monkeypatch):
+    """Trial 2 ends, told by another worker, just after this worker reads the study to claim trial 4: counted
+    both running and finished, it would make trial 4 one too many (seen in CI: a sweep of 5 that ran 6)."""
+    study, url = study
+    trials = [study.ask() for _ in range(5)]
+    for trial in (trials[0], trials[1], trials[3]):
+        study.tell(trial, 0.5)  # 3 finished; 2 and 4 running: n_trials=5 is exactly taken
+    read = study.get_trials
+
+    def read_then_trial_2_ends(*args: Any, **kwargs: Any) -> list:
+        snapshot = read(*args, **kwargs)
+        if read(deepcopy=False)[2].state == TrialState.RUNNING:
+            study.tell(trials[2], 0.7)
+        return snapshot
+
+    monkeypatch.setattr(study, "get_trials", read_then_trial_2_ends)
+    assert workers.claim(study, url, trials[4], plan(n_trials=5))
+
+
 def test_of_two_workers_that_take_the_same_grid_point_the_later_gives_it_up(study):
     study, url = study
     point = {"x": 1.0}

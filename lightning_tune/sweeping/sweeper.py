@@ -124,6 +124,13 @@ def count_finished(study: optuna.Study) -> int:
     return sum(not t.user_attrs.get(INTERRUPTED) for t in study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def unstarted(trials: Sequence[FrozenTrial], n_trials: int) -> int:
+    """Trials still to start: `n_trials` less those finished (as `count_finished` counts them) and those running,
+    from one snapshot of the study: counted from two reads, a trial that ends between them would count twice."""
+    finished = sum(t.state in FINISHED and not t.user_attrs.get(INTERRUPTED) for t in trials)
+    return n_trials - finished - sum(t.state == TrialState.RUNNING for t in trials)
+
+
 def count_failed(study: optuna.Study) -> int:
     return sum(not t.user_attrs.get(INTERRUPTED) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
 
@@ -648,8 +655,7 @@ class TuningSweeper(Sweeper):
             if before_ask is not None:
                 before_ask()
             with exclusive():
-                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                if (remaining := plan.n_trials - count_finished(study) - running) <= 0:
+                if (remaining := unstarted(study.get_trials(deepcopy=False), plan.n_trials)) <= 0:
                     return None, ""
                 if plan.deadline is not None and time.time() > plan.deadline:
                     stop = f"hydra.sweeper.timeout_s={self.timeout_s} reached with {remaining} trial(s) to go"

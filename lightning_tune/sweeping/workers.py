@@ -44,6 +44,7 @@ from lightning_tune.sweeping.sweeper import (
     TuningSweeper,
     composition_failure,
     count_finished,
+    unstarted,
     interrupt,
     not_run,
     point_key,
@@ -115,7 +116,7 @@ def claim(study: optuna.Study, url: str, trial: optuna.Trial, plan: SweepPlan) -
     it counts neither against n_trials nor as the grid point's run."""
     trials = study.get_trials(deepcopy=False)
     running = [t.number for t in trials if t.state == TrialState.RUNNING]
-    over = count_finished(study) + len(running) - plan.n_trials
+    over = -unstarted(trials, plan.n_trials)
     reason = "" if over <= 0 or trial.number not in running[-over:] else "another worker took the study's last trial"
     fixed = trials[trial.number].system_attrs.get("fixed_params")
     if plan.grid is not None and not reason and fixed is None:  # another's ask took the point this one enqueued
@@ -130,12 +131,6 @@ def claim(study: optuna.Study, url: str, trial: optuna.Trial, plan: SweepPlan) -
     if reason:
         interrupt(study, url, trials[trial.number], f"not run: {reason}", retry=False, once=False)
     return not reason
-
-
-def unclaimed(study: optuna.Study, n_trials: int) -> int:
-    """Trials still to start: `n_trials` less those finished and those running."""
-    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    return n_trials - count_finished(study) - running
 
 
 def submit(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, count: int) -> list[str]:
@@ -166,7 +161,7 @@ def attach(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: 
     study.set_user_attr(N_TRIALS_ATTR, plan.n_trials)  # running workers follow a budget changed on re-attach
     if alive:
         log.info("Re-attached to the sweep's workers: SLURM jobs %s", " ".join(alive))
-    needed = min(sweeper.workers - len(alive), unclaimed(study, plan.n_trials))
+    needed = min(sweeper.workers - len(alive), unstarted(study.trials, plan.n_trials))
     if needed > 0:
         alive += submit(sweeper, study, plan, needed)
     if alive and sweeper.detach:
@@ -206,7 +201,7 @@ def watch(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: l
             shown.add(trial.number)
             sweeper.log_progress(study, trial, plan.n_trials, trial.user_attrs.get(DURATION))
         progressed = count_finished(study) > finished_at_submission
-        if progressed and len(alive) < sweeper.workers and (needed := unclaimed(study, plan.n_trials)) > 0:
+        if progressed and len(alive) < sweeper.workers and (needed := unstarted(study.trials, plan.n_trials)) > 0:
             if plan.deadline is None or time.time() < plan.deadline:
                 alive += submit(sweeper, study, plan, min(sweeper.workers - len(alive), needed))
                 finished_at_submission = count_finished(study)
