@@ -260,7 +260,17 @@ def train(cfg: DictConfig) -> Union[float, list[float]]:
                 return fit_and_evaluate(fold_cfg, datamodule, module, metric, objectives, epoch_pruning=False)
 
             values = cross_validate(cfg, folds, objectives, fit_fold)
+        end_process_group()
         return values if cfg.get("objectives") else values[0]
+
+
+def end_process_group() -> None:
+    """Under DDP, destroy torch's process group once the run is done, while Python is whole, as torch's
+    documentation asks (torch.distributed, "Shutdown"). Lightning destroys only NCCL groups (at exit): a gloo
+    group left to the interpreter's exit could abort the process there (SIGABRT, "terminate called without an
+    active exception") after a run had written its results."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def steepest_descent(lrs: list[float], losses: list[float]) -> Optional[float]:

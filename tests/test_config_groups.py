@@ -52,7 +52,7 @@ def check_run(cfg, output_dir: Path) -> dict:
 
 @pytest.fixture
 def restore_distributed():
-    """An in-process ddp run leaves its process group and environment variables behind: remove them."""
+    """An in-process ddp run leaves environment variables behind (and its process group, if a test fails): remove them."""
     environ = dict(os.environ)
     yield
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -127,6 +127,7 @@ def test_every_trainer_option_but_gpu_trains(make_cfg, tmp_path, restore_distrib
     """ddp trains the default CNN, batch norm and all: SyncBatchNorm is GPU-only, so it is off on CPU."""
     overrides = [f"trainer={trainer}", *TRAINER_OVERRIDES.get(trainer, [])]
     check_run(make_cfg(*fast_without("trainer="), *overrides, fast=False), tmp_path)
+    assert not torch.distributed.is_initialized(), "the run left its process group to the interpreter's exit"
 
 
 @needs_gpu
