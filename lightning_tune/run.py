@@ -5,6 +5,7 @@ import copy
 import inspect
 import io
 import logging
+import math
 import pkgutil
 import shutil
 import statistics
@@ -19,9 +20,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -43,7 +45,12 @@ log = logging.getLogger(__name__)
 
 def build(cfg: Any, key: str, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, its errors on one line naming the config node `key`: Hydra's own (a target
-    it cannot import or does not trust), and, as Hydra 1.4 passes them on unwrapped, the target's own."""
+    it cannot import or does not trust), and, as Hydra 1.4 passes them on unwrapped, the target's own.
+
+    A node of the run's config is handed over resolved, as a plain container: given a node and keyword
+    arguments, Hydra 1.4 deep-copies the node's whole root config first (5 ms a call, here)."""
+    if OmegaConf.is_config(cfg):
+        cfg = detached(cfg)
     try:
         return instantiate(cfg, _convert_="all", **kwargs)
     except ConfigError:
@@ -55,6 +62,22 @@ def build(cfg: Any, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
     except Exception as error:  # noqa: BLE001 - whatever the target raised about its arguments
         raise ConfigError(f"{key}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+
+
+def detached(node: Any) -> Any:
+    """`node` resolved into plain dicts and lists, or `node` itself where a string in it holds `${`: the
+    value of an escaped interpolation (`\\${x}`), which Hydra would read as an interpolation again."""
+    container = OmegaConf.to_container(node, resolve=True)
+    pending = [container]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and "${" in value:
+            return node
+    return container
 
 
 def build_network(cfg: DictConfig, datamodule: ArrayDataModule, dropout: float) -> nn.Module:
@@ -142,6 +165,41 @@ class SayInterrupted(pl.Callback):
             print("interrupted", file=sys.stderr)
 
 
+class BestEpochMetrics(pl.Callback):
+    """The validation metrics of the epoch whose weights the best checkpoint holds, kept as they are computed,
+    so that the checkpoint need not be validated again after fit (a tenth of a small trial's time).
+
+    ModelCheckpoint (save_top_k=1) keeps the first validation with a strictly better monitored value, and never
+    a NaN one (`ModelCheckpoint.check_monitor_top_k`): so does this. Its state travels in the checkpoints, so a
+    fit resumed from one (a requeued SLURM trial) still knows the epochs before it."""
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best: Optional[float] = None
+        self.metrics: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if not fitting or trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better and not math.isnan(value):
+            self.best = value
+            self.metrics = {name: float(v) for name, v in trainer.callback_metrics.items() if name.startswith("val/")}
+
+    def of(self, checkpoint: ModelCheckpoint) -> Optional[dict[str, float]]:
+        """The kept metrics, if `checkpoint`'s best score is the one they were kept with; else None."""
+        score = checkpoint.best_model_score
+        return self.metrics if score is not None and self.best is not None and float(score) == self.best else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "metrics": self.metrics}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.metrics = state_dict["best"], state_dict["metrics"]
+
+
 def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path, epoch_pruning: bool = True) -> pl.Trainer:
     """The Trainer with our checkpointing, the user's `callbacks`, and a sweep trial's pruning by epoch
     (not with cross-validation, where the trial reports once per fold)."""
@@ -156,6 +214,7 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path, ep
     callbacks += requeue_callbacks(output_dir)
     callbacks += [
         SayInterrupted(),
+        BestEpochMetrics(metric.name, metric.mode),
         ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
             filename="best",
@@ -344,13 +403,15 @@ def fit_and_evaluate(
     if resume_from is not None:
         resume_from.unlink(missing_ok=True)  # the trial is past it; best.ckpt holds what is kept
     checkpoint = trainer.checkpoint_callback.best_model_path or None
-    stage_outputs = {
-        "val": trainer.validate(
+    (best_epoch,) = (callback for callback in trainer.callbacks if isinstance(callback, BestEpochMetrics))
+    val = best_epoch.of(trainer.checkpoint_callback)
+    if val is None:  # no checkpoint, or one whose epoch is unknown here: validate it
+        val = trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False, weights_only=True)[0]
+    stage_outputs = {"val": val}
+    if "test" in datamodule.splits:
+        stage_outputs["test"] = trainer.test(
             module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False, weights_only=True
-        )[0],
-    }
-    if "test" in datamodule.splits:  # validate loaded the best weights into the module: no second load
-        stage_outputs["test"] = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+        )[0]
     results = collect_results(stage_outputs)
     results["model"] = {"params": float(sum(p.numel() for p in net.parameters() if p.requires_grad))}
     if "model/latency_ms" in objectives:

@@ -3,13 +3,19 @@
 import json
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import assert_learned
+from pytorch_lightning.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_tune.errors import ConfigError, TrainingDiverged
-from lightning_tune.metrics import METRICS
-from lightning_tune.run import build_run, train
+from lightning_tune.metrics import METRICS, OptimizedMetric
+from lightning_tune.reporting import collect_results
+from lightning_tune.run import BestEpochMetrics, build_run, build_trainer, detached, train
 
 
 def test_run_writes_metrics_json_and_returns_the_optimized_metric(make_cfg, tmp_path):
@@ -32,6 +38,79 @@ def test_val_and_test_metrics_are_the_best_checkpoints(make_cfg, tmp_path):
     train(make_cfg("trainer=cpu", "trainer.max_epochs=2", "logger=none", scramble, trust, fast=False))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["val"]["acc"] > 0.5 and metrics["test"]["acc"] > 0.5, metrics  # chance is 0.1
+
+
+@pytest.mark.parametrize("optimized", ["val/acc", "val/loss"])
+def test_val_metrics_are_those_a_validation_of_the_best_checkpoint_gives(make_cfg, tmp_path, optimized):
+    """metrics.json's val metrics are kept from the best epoch as it ran, not from a validation after fit: they
+    must be what validating best.ckpt gives, for the optimized metric and every other one."""
+    cfg = make_cfg("trainer.max_epochs=4", "model=mlp", "data=iris", f"optimized_metric={optimized}")
+    train(cfg)
+    kept = json.loads((tmp_path / "metrics.json").read_text())
+    datamodule, module = build_run(cfg)
+    trainer = build_trainer(cfg, OptimizedMetric.parse(optimized), tmp_path / "again")
+    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    validated = collect_results({"val": trainer.validate(module, datamodule, ckpt_path=best, verbose=False)[0]})
+    assert kept["val"] == pytest.approx(validated["val"], rel=1e-6)
+
+
+class ScriptedValidation(pl.LightningModule):
+    """Logs `val/score` from a script, one value per epoch, and `val/epoch`, the epoch that logged it."""
+
+    def __init__(self, script: list[float]) -> None:
+        super().__init__()
+        self.script, self.layer = script, nn.Linear(1, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/score", self.script[self.current_epoch])
+        self.log("val/epoch", float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+@pytest.mark.parametrize(
+    "mode, script",
+    [
+        ("max", [0.5, 0.7, 0.7, float("nan"), 0.6]),  # a tie keeps the first; NaN is never best
+        ("max", [float("nan"), 0.4, 0.4]),
+        ("min", [0.3, 0.2, 0.2, 0.25, 0.1]),
+    ],
+)
+def test_best_epoch_metrics_are_of_the_epoch_modelcheckpoint_keeps(tmp_path, mode, script):
+    """Lightning's ModelCheckpoint decides which epoch is best; the kept metrics must be that epoch's."""
+    best_epoch = BestEpochMetrics("val/score", mode)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="best", monitor="val/score", mode=mode, save_top_k=1)
+    trainer = pl.Trainer(
+        max_epochs=len(script), callbacks=[best_epoch, checkpoint], logger=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
+    )  # fmt: skip
+    loader = DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=2)
+    trainer.fit(ScriptedValidation(script), loader, loader)
+    saved_epoch = torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"]
+    assert best_epoch.of(checkpoint)["val/epoch"] == saved_epoch
+
+
+def test_best_epoch_metrics_are_refused_for_another_checkpoints_score():
+    """A checkpoint whose best score is not the one the metrics were kept with (its epochs ran elsewhere) gets
+    None: the run then validates the checkpoint."""
+    best_epoch = BestEpochMetrics("val/acc", "max")
+    best_epoch.load_state_dict({"best": 0.8, "metrics": {"val/acc": 0.8}})
+    checkpoint = ModelCheckpoint(monitor="val/acc", mode="max")
+    assert best_epoch.of(checkpoint) is None  # no best yet
+    checkpoint.best_model_score = torch.tensor(0.9)
+    assert best_epoch.of(checkpoint) is None
+    checkpoint.best_model_score = torch.tensor(0.8, dtype=torch.float64)
+    assert best_epoch.of(checkpoint) == {"val/acc": 0.8}
+
+
+def test_a_node_is_built_resolved_and_detached_unless_it_holds_an_escaped_interpolation():
+    cfg = OmegaConf.create({"lr": 0.1, "plain": {"a": "${lr}", "b": ["${lr}"]}, "escaped": {"c": "\\${lr}"}})
+    assert detached(cfg.plain) == {"a": 0.1, "b": [0.1]}
+    assert detached(cfg.escaped) is cfg.escaped  # resolved, it would read `${lr}`, an interpolation again
 
 
 def test_optimized_metric_chooses_what_is_returned(make_cfg, tmp_path):

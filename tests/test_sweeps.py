@@ -308,6 +308,7 @@ def test_grid_runs_each_point_once_in_directories_numbered_by_trial(sweep):
     for trial in trials:
         run_dir = sweep.dir / str(trial.number)
         assert run_dirs[trial.number] == str(run_dir.resolve())
+        assert "trial.pruning=false" in (run_dir / ".hydra" / "overrides.yaml").read_text()  # pruner=none
         metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
         assert metrics["value"] == pytest.approx(trial.value)
         config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
@@ -540,6 +541,7 @@ def test_pruned_trials_are_recorded_in_the_study_and_trials_csv(sweep, request):
         assert max(trial.intermediate_values) < 2  # stopped before the third epoch
     assert [row["state"] for row in sweep.rows()][2:] == ["PRUNED", "PRUNED"]
     assert sorted(path.name for path in sweep.dir.iterdir() if path.name.isdigit()) == ["0", "1", "2", "3"]
+    assert "trial.pruning" not in (sweep.dir / "0" / ".hydra" / "overrides.yaml").read_text()
 
 
 # --- what the command line chooses ------------------------------------------------------------

@@ -4,7 +4,12 @@ import os
 
 import pytest
 from conftest import ROOT
+from omegaconf import OmegaConf
 from sweeping import ENV, ONLY_LR, TINY, run_sweep
+
+from lightning_tune.errors import ConfigError
+from lightning_tune.sweeping.study import STORAGE_ENV
+from lightning_tune.sweeping.trial import trial_callbacks
 
 SWEEP = [
     "hparams_search=random", *[o for o in ONLY_LR if not o.startswith("optimizer.lr=")], *TINY,
@@ -42,3 +47,14 @@ def test_a_run_directory_named_otherwise_than_by_the_trial_number_is_recorded(tm
     assert [trial.user_attrs["run_dir"] for trial in sweep.trials()] == [row["run_dir"] for row in sweep.rows()]
     best = (sweep.dir / "best.yaml").read_text()  # from the run directory recorded: no directory "0" or "1" here
     assert best.startswith("# Best trial ") and "optimizer:" in best
+
+
+def test_a_trial_of_a_sweep_without_a_pruner_does_not_open_its_study(monkeypatch):
+    """`trial.pruning=false`, which the sweeper sets without a pruner: no study is loaded to learn it. Here no
+    storage is reachable, so opening the study would raise."""
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    trial_cfg = OmegaConf.create({"number": 0, "study_name": "s", "storage": None, "pruning": None})
+    with pytest.raises(ConfigError, match="no study storage"):
+        trial_callbacks(trial_cfg, "val/acc")
+    trial_cfg.pruning = False
+    assert trial_callbacks(trial_cfg, "val/acc") == []

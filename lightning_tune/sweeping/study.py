@@ -40,6 +40,7 @@ GRID_SAMPLER = "optuna.samplers.GridSampler"
 # the targets of `hydra/sweeper/sampler` and `hydra/sweeper/pruner`: Optuna's, and the Optuna sweeper's NSGA factories
 SWEEP_TARGETS = ("optuna.samplers.*", "optuna.pruners.*", "hydra_plugins.hydra_optuna_sweeper.*")
 PRUNER_ATTR = "pruner"  # study user attr: the pruner's config, so every trial process builds the same one
+NO_PRUNER = "optuna.pruners.NopPruner"  # pruner=none
 SWEEP_DIR_ATTR = "sweep_dir"  # study user attr: the sweep directory whose study it is, on a storage sweeps share
 JOURNAL = "journal:"  # `hydra.sweeper.storage=journal:<file>`: Optuna's journal file storage
 STORAGE_ENV = "LIGHTNING_TUNE_STORAGE"  # the study's storage URL, for the trials' processes

@@ -52,6 +52,7 @@ from lightning_tune.sweeping.space import (
 from lightning_tune.sweeping.study import (
     GRID_SAMPLER,
     JOURNAL,
+    NO_PRUNER,
     PRUNER_ATTR,
     STORAGE_ENV,
     SWEEP_DIR_ATTR,
@@ -700,6 +701,8 @@ class TuningSweeper(Sweeper):
 
     def _trial_overrides(self, trial: optuna.Trial, sweep_seed: int, derive: bool) -> list[str]:
         extra = [f"trial.number={trial.number}", f"trial.study_name='{self.study_name}'"]  # the storage: STORAGE_ENV
+        if self.pruner_cfg.get("_target_") == NO_PRUNER:
+            extra.append("trial.pruning=false")
         if derive:
             seed = derive_seed(sweep_seed, trial.number)
             trial.set_user_attr("trial_seed", seed)

@@ -22,9 +22,7 @@ from omegaconf import DictConfig
 from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.private_optuna import running_trial
 from lightning_tune.sweeping.results import CV_STD_ATTR
-from lightning_tune.sweeping.study import PRUNER_ATTR, STORAGE_ENV, build_pruner, open_storage
-
-NO_PRUNER = "optuna.pruners.NopPruner"  # pruner=none
+from lightning_tune.sweeping.study import NO_PRUNER, PRUNER_ATTR, STORAGE_ENV, build_pruner, open_storage
 
 
 class PruningCallback(pl.Callback):
@@ -66,8 +64,9 @@ def open_trial(trial_cfg: DictConfig) -> tuple[optuna.trial.Trial, bool]:
 
 
 def trial_callbacks(trial_cfg: DictConfig, monitor: str) -> list[Any]:
-    """The pruning callback of this trial, or nothing for a plain run or a multi-objective study."""
-    if trial_cfg is None or trial_cfg.get("number") is None:
+    """The pruning callback of this trial, or nothing for a plain run, a multi-objective study or a sweep
+    without a pruner (`trial.pruning=false`, which the sweeper sets, so the trial need not load the study)."""
+    if trial_cfg is None or trial_cfg.get("number") is None or trial_cfg.get("pruning") is False:
         return []
     trial, prunes = open_trial(trial_cfg)
     return [PruningCallback(trial, monitor)] if prunes else []
