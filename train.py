@@ -4,6 +4,8 @@ import signal
 
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C waits for the start-up: see one_line_errors
 import gc
+
+gc.disable()  # while the imports come in: see lightning_tune.startup
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from omegaconf import DictConfig
 
 from lightning_tune.console import accept_interrupts, one_line_errors, print_help
 from lightning_tune.schemas import register_schemas
+from lightning_tune.startup import first_import
 from lightning_tune.trust import APP_TARGETS
 
 register_schemas()
@@ -20,7 +23,8 @@ CONFIG_PATH, CONFIG_NAME = "conf", "train"
 
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, execution_whitelist=APP_TARGETS)
 def main(cfg: DictConfig) -> float:
-    from lightning_tune.run import run_from_hydra
+    with first_import("lightning_tune.run"):  # torch and Lightning
+        from lightning_tune.run import run_from_hydra
 
     accept_interrupts()  # held by one_line_errors while Hydra starts and torch is imported
     return run_from_hydra(cfg)

@@ -51,3 +51,13 @@ class WorkerProbe(pl.Callback):
         seen = {"pid": os.getpid(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "frozen": gc.get_freeze_count()}
         with open(os.environ["PROBE_FILE"], "a") as probe:
             probe.write(json.dumps(seen) + "\n")
+
+
+class GcProbe(pl.Callback):
+    """At each trial's start: whether the garbage collector runs, the objects it leaves aside (`gc.freeze`),
+    and the full collections the process has made so far."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seen = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "full": gc.get_stats()[2]["collections"]}
+        with open(os.environ["PROBE_FILE"], "a") as probe:
+            probe.write(json.dumps(seen) + "\n")

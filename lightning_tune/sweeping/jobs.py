@@ -10,13 +10,11 @@ before, through Hydra's own object) plus
 - in a process that the sweep's driver started itself (a joblib worker), a watchdog that ends it once the
   driver is gone. Killed (kill -9), a driver leaves its workers behind otherwise: they train on, then idle
   for minutes, holding their memory. (Ctrl-C ends them already: joblib terminates its workers then.)
-  There, too, on a machine with several GPUs, the process's own GPU (`gpus.py`), and, once its first trial
-  has ended, what it has imported set aside from the garbage collector: joblib's worker collects after every
-  task longer than a second (loky, without psutil), and a collection walks torch's and Lightning's 400,000
-  objects (about 160 ms, more under load) while the slot waits for its next trial.
+  There, too, on a machine with several GPUs, the process's own GPU (`gpus.py`). (joblib's worker collects
+  garbage after every task longer than a second, loky without psutil: with torch's and Lightning's objects set
+  aside once imported, `lightning_tune.startup`, that walk is short.)
 """
 
-import gc
 import os
 import threading
 import time
@@ -31,7 +29,6 @@ from lightning_tune.sweeping.gpus import GpuSeats, own_gpu
 DURATION = "duration_s"  # set on a JobReturn: the job's own wall time, in seconds
 WATCH_INTERVAL_S = 0.5  # how often a worker looks for its driver
 WATCHING = threading.Event()  # this process's watchdog runs
-FROZEN = threading.Event()  # this process's imports are out of the garbage collector's walks
 
 
 class TrialJobs:
@@ -59,16 +56,6 @@ class TrialJobs:
         if self.started is not None:
             setattr(job_return, DURATION, round(time.monotonic() - self.started, 3))
         self.callbacks.on_job_end(config=config, job_return=job_return, **kwargs)
-        if self.in_worker() and not FROZEN.is_set():
-            freeze_survivors()
-
-
-def freeze_survivors() -> None:
-    """Move every object alive now (the imports; a trial leaves nothing else behind) out of the garbage
-    collector's walks, for good: Python's `gc.freeze`, once per process."""
-    gc.collect()
-    gc.freeze()
-    FROZEN.set()
 
 
 def job_duration(ret: JobReturn) -> Optional[float]:

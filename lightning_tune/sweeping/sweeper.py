@@ -32,6 +32,7 @@ from lightning_tune.errors import ConfigError, TrainingDiverged, TrialProcessDie
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.private_hydra import failed_job_error
 from lightning_tune.slurm import SlurmJobFailed, SlurmJobReturn
+from lightning_tune.startup import imports_done
 from lightning_tune.sweeping.composition import TrialConfigLoader
 from lightning_tune.sweeping.gpus import GpuSeats
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
@@ -537,16 +538,18 @@ class TuningSweeper(Sweeper):
             for params in first_trials:
                 study.enqueue_trial(params)
         self._log_study(study, plan)
+        imports_done()  # the driver's start-up is over (see lightning_tune.startup); it watches or runs trials now
         if self.workers:
             from lightning_tune.sweeping.workers import attach
 
             plan.deadline = self._deadline()
             return attach(self, study, plan, alive)
 
-        import torch  # only to count GPUs for parallel trials
+        if self.slots > 1 and self.assigns_gpus:
+            import torch  # only to count GPUs for parallel trials: 1 s of a driver's start
 
-        if self.slots > 1 and self.assigns_gpus and (gpus := torch.cuda.device_count()) > 1:
-            self.trial_jobs.gpu_seats = GpuSeats(self.sweep_dir, gpus, self.workers_per_gpu, self.slots)
+            if (gpus := torch.cuda.device_count()) > 1:
+                self.trial_jobs.gpu_seats = GpuSeats(self.sweep_dir, gpus, self.workers_per_gpu, self.slots)
         plan.deadline = self._deadline()
         try:
             failure = self.run_trials(study, plan, Slots(self.slots), self._launch)
