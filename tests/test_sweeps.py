@@ -533,7 +533,7 @@ def test_pruned_trials_are_recorded_in_the_study_and_trials_csv(sweep, request):
     # The median pruner never prunes its 2 startup trials; ASHA may prune the worse of the two good
     # ones when they run in parallel, but never both.
     assert TrialState.COMPLETE in (trials[0].state, trials[1].state)
-    for trial in trials[:2]:  # one report per training epoch: the best checkpoint's validation after it adds none
+    for trial in trials[:2]:  # one report per training epoch: nothing after fit adds one
         if trial.state == TrialState.COMPLETE:
             assert sorted(trial.intermediate_values) == [0, 1, 2], trial.intermediate_values
     for trial in trials[2:]:

@@ -27,7 +27,8 @@ from lightning_tune.sweeping.study import NO_PRUNER, PRUNER_ATTR, STORAGE_ENV, b
 
 class PruningCallback(pl.Callback):
     """Reports the monitored metric after each validation of the training; stops the trial when the pruner says
-    so. The best checkpoint's validation after it (`trainer.validate`) neither reports nor prunes: training is over."""
+    so. A validation of the best checkpoint after fit (where one is needed: `run.BestEpochMetrics`) neither reports
+    nor prunes: training is over."""
 
     def __init__(self, trial: optuna.trial.Trial, monitor: str) -> None:
         self.trial, self.monitor = trial, monitor
