@@ -538,10 +538,10 @@ class TuningSweeper(Sweeper):
             for params in first_trials:
                 study.enqueue_trial(params)
         self._log_study(study, plan)
-        imports_done()  # the driver's start-up is over (see lightning_tune.startup); it watches or runs trials now
         if self.workers:
             from lightning_tune.sweeping.workers import attach
 
+            imports_done()  # the driver's start-up is over (see lightning_tune.startup): it watches the workers now
             plan.deadline = self._deadline()
             return attach(self, study, plan, alive)
 
@@ -550,6 +550,7 @@ class TuningSweeper(Sweeper):
 
             if (gpus := torch.cuda.device_count()) > 1:
                 self.trial_jobs.gpu_seats = GpuSeats(self.sweep_dir, gpus, self.workers_per_gpu, self.slots)
+        imports_done()  # the driver's start-up is over (see lightning_tune.startup): it runs trials now
         plan.deadline = self._deadline()
         try:
             failure = self.run_trials(study, plan, Slots(self.slots), self._launch)
