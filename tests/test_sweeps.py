@@ -348,7 +348,7 @@ def test_results_files_agree_with_the_study(sweep):
     best = yaml.safe_load((sweep.dir / "best.yaml").read_text())
     assert best["seed"] == study.best_trial.user_attrs["trial_seed"]
     assert best["model"]["depth"] == study.best_params["model.depth"]
-    assert best["trial"] == {"number": None, "study_name": None, "storage": None}
+    assert best["trial"] == {"number": None, "study_name": None, "storage": None, "pruning": None}
     report = (sweep.dir / "report.md").read_text()
     assert f"Trial {study.best_trial.number}" in report
     for plot in ("optimization_history", "param_importances", "parallel_coordinates"):
@@ -814,6 +814,7 @@ class FakeTrial:
 def test_trial_overrides_pin_the_derived_seed():
     sweeper = TuningSweeper.__new__(TuningSweeper)
     sweeper.study_name, sweeper.storage_url = STUDY, "sqlite:///x.db"
+    sweeper.pruner_cfg = {"_target_": "optuna.pruners.MedianPruner"}
     trial = FakeTrial(7)
     overrides = sweeper._trial_overrides(trial, sweep_seed=3, derive=True)
     assert "trial.number=7" in overrides
