@@ -171,26 +171,28 @@ class BestEpochMetrics(pl.Callback):
 
     ModelCheckpoint (save_top_k=1) keeps the first validation with a strictly better monitored value, and never
     a NaN one (`ModelCheckpoint.check_monitor_top_k`): so does this. Its state travels in the checkpoints, so a
-    fit resumed from one (a requeued SLURM trial) still knows the epochs before it."""
+    fit resumed from one (a requeued SLURM trial) still knows the epochs before it. It holds the run's own
+    `checkpoint` (checkpoints/best.ckpt), which a user's ModelCheckpoint in `callbacks` does not replace."""
 
-    def __init__(self, monitor: str, mode: str) -> None:
-        self.monitor, self.mode = monitor, mode
+    def __init__(self, checkpoint: ModelCheckpoint) -> None:
+        self.checkpoint = checkpoint
         self.best: Optional[float] = None
         self.metrics: dict[str, float] = {}
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
-        if not fitting or trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        monitor = self.checkpoint.monitor
+        if not fitting or trainer.sanity_checking or monitor not in trainer.callback_metrics:
             return
-        value = float(trainer.callback_metrics[self.monitor])
-        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        value = float(trainer.callback_metrics[monitor])
+        better = self.best is None or (value > self.best if self.checkpoint.mode == "max" else value < self.best)
         if better and not math.isnan(value):
             self.best = value
             self.metrics = {name: float(v) for name, v in trainer.callback_metrics.items() if name.startswith("val/")}
 
-    def of(self, checkpoint: ModelCheckpoint) -> Optional[dict[str, float]]:
-        """The kept metrics, if `checkpoint`'s best score is the one they were kept with; else None."""
-        score = checkpoint.best_model_score
+    def kept(self) -> Optional[dict[str, float]]:
+        """The kept metrics, if the checkpoint's best score is the one they were kept with; else None."""
+        score = self.checkpoint.best_model_score
         return self.metrics if score is not None and self.best is not None and float(score) == self.best else None
 
     def state_dict(self) -> dict[str, Any]:
@@ -212,18 +214,15 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path, ep
 
         callbacks += trial_callbacks(cfg.trial, metric.name)
     callbacks += requeue_callbacks(output_dir)
-    callbacks += [
-        SayInterrupted(),
-        BestEpochMetrics(metric.name, metric.mode),
-        ModelCheckpoint(
-            dirpath=output_dir / "checkpoints",
-            filename="best",
-            monitor=metric.name,
-            mode=metric.mode,
-            save_top_k=1,
-            auto_insert_metric_name=False,
-        )
-    ]
+    checkpoint = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints",
+        filename="best",
+        monitor=metric.name,
+        mode=metric.mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+    )
+    callbacks += [SayInterrupted(), BestEpochMetrics(checkpoint), checkpoint]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     accelerator = cfg.trainer.get("accelerator")
@@ -402,9 +401,9 @@ def fit_and_evaluate(
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # tensors, never code
     if resume_from is not None:
         resume_from.unlink(missing_ok=True)  # the trial is past it; best.ckpt holds what is kept
-    checkpoint = trainer.checkpoint_callback.best_model_path or None
     (best_epoch,) = (callback for callback in trainer.callbacks if isinstance(callback, BestEpochMetrics))
-    val = best_epoch.of(trainer.checkpoint_callback)
+    checkpoint = best_epoch.checkpoint.best_model_path or None  # ours, though a user's comes first in the list
+    val = best_epoch.kept()
     if val is None:  # no checkpoint, or one whose epoch is unknown here: validate it
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False, weights_only=True)[0]
     stage_outputs = {"val": val}

@@ -31,12 +31,24 @@ TOP_LEVEL = {
     "lr_finder.max_lr": POSITIVE,
     "lr_finder.num_training": AT_LEAST_1,
     "lr_finder.early_stop_threshold": between(1, open_low=True),  # a multiple of the best loss
+    "trial.pruning": Valid(lambda v: isinstance(v, bool), "true or false (the sweeper sets it), or null", "maybe"),
+    # Trainer keys users add with `+trainer.<key>=`, which a run cannot do without: it keeps, and scores, the
+    # checkpoint of its best validation epoch.
+    "trainer.limit_val_batches": Valid(
+        lambda v: (type(v) is int and v >= 1) or (type(v) is float and 0 < v <= 1),
+        "an int >= 1 (batches) or a float in (0, 1] (a share of them): a run keeps its best validated epoch",
+        0,
+    ),
+    "trainer.enable_checkpointing": Valid(
+        lambda v: v is True, "true: a run keeps the checkpoint of its best epoch, checkpoints/best.ckpt", False
+    ),
 }
 # (smaller, larger): settings that must keep their order; True where they may be equal.
 ORDERED = [
     ("trainer.min_epochs", "trainer.max_epochs", True),
     ("lr_finder.min_lr", "lr_finder.max_lr", False),
     ("scheduler.warmup_epochs", "trainer.max_epochs", False),  # the lr would never reach its value
+    ("trainer.check_val_every_n_epoch", "trainer.max_epochs", True),  # else no epoch validated, no best.ckpt
 ]
 REQUIRED = ["data", "model", "optimizer", "trainer"]  # the groups a run cannot do without (`~model` removes one)
 LAUNCHERS = {"n_jobs": JoblibLauncherSchema, "array_parallelism": SlurmLauncherSchema}  # by a key only it has
@@ -46,6 +58,7 @@ def problem(key: str, value: Any, valid: Valid) -> str:
     """`key=value must be ...`; `inf` and `nan` pass no range, which their words alone would not say."""
     finite = not isinstance(value, float) or math.isfinite(value)
     shown = f"[{','.join(map(str, value))}]" if isinstance(value, (list, tuple)) else value  # as typed
+    shown = str(value).lower() if isinstance(value, bool) else shown
     return f"{key}={shown} must be {'' if finite else 'a finite number '}{valid.text}"
 
 

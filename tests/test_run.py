@@ -40,6 +40,17 @@ def test_val_and_test_metrics_are_the_best_checkpoints(make_cfg, tmp_path):
     assert metrics["val"]["acc"] > 0.5 and metrics["test"]["acc"] > 0.5, metrics  # chance is 0.1
 
 
+def test_a_users_own_modelcheckpoint_does_not_replace_the_runs(make_cfg, tmp_path):
+    """Lightning's `trainer.checkpoint_callback` is the first ModelCheckpoint of its list: a user's, in
+    `callbacks`, comes before the run's. metrics.json must still score and name checkpoints/best.ckpt."""
+    mine = ["+callbacks.mine._target_=pytorch_lightning.callbacks.ModelCheckpoint", "+callbacks.mine.monitor=val/loss",
+            f"+callbacks.mine.dirpath={tmp_path / 'mine'}", "+callbacks.mine.save_last=true"]  # fmt: skip
+    train(make_cfg("trainer.max_epochs=3", "model=mlp", "data=iris", *mine))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] == str(tmp_path / "checkpoints" / "best.ckpt")
+    assert (tmp_path / "mine" / "last.ckpt").is_file()  # the user's works as well
+
+
 @pytest.mark.parametrize("optimized", ["val/acc", "val/loss"])
 def test_val_metrics_are_those_a_validation_of_the_best_checkpoint_gives(make_cfg, tmp_path, optimized):
     """metrics.json's val metrics are kept from the best epoch as it ran, not from a validation after fit: they
@@ -82,8 +93,8 @@ class ScriptedValidation(pl.LightningModule):
 )
 def test_best_epoch_metrics_are_of_the_epoch_modelcheckpoint_keeps(tmp_path, mode, script):
     """Lightning's ModelCheckpoint decides which epoch is best; the kept metrics must be that epoch's."""
-    best_epoch = BestEpochMetrics("val/score", mode)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="best", monitor="val/score", mode=mode, save_top_k=1)
+    best_epoch = BestEpochMetrics(checkpoint)
     trainer = pl.Trainer(
         max_epochs=len(script), callbacks=[best_epoch, checkpoint], logger=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
@@ -91,20 +102,20 @@ def test_best_epoch_metrics_are_of_the_epoch_modelcheckpoint_keeps(tmp_path, mod
     loader = DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=2)
     trainer.fit(ScriptedValidation(script), loader, loader)
     saved_epoch = torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"]
-    assert best_epoch.of(checkpoint)["val/epoch"] == saved_epoch
+    assert best_epoch.kept()["val/epoch"] == saved_epoch
 
 
 def test_best_epoch_metrics_are_refused_for_another_checkpoints_score():
     """A checkpoint whose best score is not the one the metrics were kept with (its epochs ran elsewhere) gets
     None: the run then validates the checkpoint."""
-    best_epoch = BestEpochMetrics("val/acc", "max")
-    best_epoch.load_state_dict({"best": 0.8, "metrics": {"val/acc": 0.8}})
     checkpoint = ModelCheckpoint(monitor="val/acc", mode="max")
-    assert best_epoch.of(checkpoint) is None  # no best yet
+    best_epoch = BestEpochMetrics(checkpoint)
+    best_epoch.load_state_dict({"best": 0.8, "metrics": {"val/acc": 0.8}})
+    assert best_epoch.kept() is None  # no best yet
     checkpoint.best_model_score = torch.tensor(0.9)
-    assert best_epoch.of(checkpoint) is None
+    assert best_epoch.kept() is None
     checkpoint.best_model_score = torch.tensor(0.8, dtype=torch.float64)
-    assert best_epoch.of(checkpoint) == {"val/acc": 0.8}
+    assert best_epoch.kept() == {"val/acc": 0.8}
 
 
 def test_a_node_is_built_resolved_and_detached_unless_it_holds_an_escaped_interpolation():

@@ -1,11 +1,13 @@
 """The search space fitted to the config groups each trial chooses, and the grid's points."""
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from lightning_tune.errors import ConfigError
-from lightning_tune.sweeping.space import SearchSpace, fit_to_groups, typed_param_names
+from lightning_tune.sweeping.space import SearchSpace, check_known, fit_to_groups, typed_param_names
 
 OPTIMIZERS = CategoricalDistribution(["adam", "sgd"])
 CONFIGS = {  # the sweep's config with each option: only the keys that matter here
@@ -70,3 +72,28 @@ def test_params_typed_on_the_command_line():
              "hydra.sweeper.n_trials=5"]  # fmt: skip
     task = ["optimizer.lr=interval(0.01,0.1)", "model=mlp", "seed=3"]
     assert typed_param_names(hydra, task) == {"optimizer", "model.width", "optimizer.lr"}
+
+
+@pytest.mark.parametrize(
+    "name, typed, error",
+    [
+        ("optimzer.lr", False, "hydra.sweeper.params.optimzer.lr is no config group or setting; did you mean optimizer.lr?"),
+        ("optimzer.lr", True, "optimzer.lr is no config group or setting; did you mean optimizer.lr?"),
+        ("cv.foldz", False, "hydra.sweeper.params.cv.foldz is no config group or setting; did you mean cv.folds?"),
+        ("sed", False, "hydra.sweeper.params.sed is no config group or setting; did you mean seed?"),
+        ("cv.folds", False, None),
+        ("seed", False, None),
+        ("optimizer.lrr", False, None),  # a group's own keys: fit_to_groups knows its options
+        ("+trainer.limit_train_batches", False, None),  # added, as `+key=value` adds it
+    ],
+)
+def test_a_param_that_is_no_group_or_setting_is_refused_before_any_trial(name, typed, error):
+    """Each of its trials would fail to compose, one after another, all of them."""
+    config = OmegaConf.create({"seed": 1, "cv": {"folds": None}, "optimizer": {"lr": 0.1}, "trainer": {}})
+    swept = SearchSpace({name: FloatDistribution(1, 2)}, {})
+    check = lambda: check_known(swept, config, ["optimizer", "trainer"], {name} if typed else set())  # noqa: E731
+    if error is None:
+        check()
+    else:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(error)} \(python train.py --help lists the groups\)$"):
+            check()

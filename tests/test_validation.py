@@ -19,7 +19,7 @@ import pytest
 from conftest import CONF, ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from lightning_tune.errors import ConfigError
 from lightning_tune.schemas import SCHEMAS, register_schemas
@@ -100,7 +100,8 @@ def test_a_top_level_setting_outside_its_valid_values_is_one_line_naming_it(key)
     shipped = composed("lr_find=true", "cv.folds=3")
     check_settings(shipped)
     cfg = copy.deepcopy(shipped)
-    OmegaConf.update(cfg, key, valid.outside)
+    with open_dict(OmegaConf.select(cfg, key.rpartition(".")[0])):  # `+trainer.limit_val_batches=0`: no schema key
+        OmegaConf.update(cfg, key, valid.outside)
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=\S+ must be {re.escape(valid.text)}$"):
         check_settings(cfg)
 
@@ -175,6 +176,14 @@ REFUSED = [
     ("-m hparams_search=grid optimizer=choice(adam,foo)", "error: the sweep of optimizer has optimizer=foo: "),
     ("-m hparams_search=tpe optimizer.lr=tag(lgo,interval(0.001,0.1))", "error: optimizer.lr=tag(lgo,interval(0.001,0.1)):"
                                                                          " unknown tag 'lgo'"),
+    # found by a new user's review (stop 21): a traceback after training, or no best.ckpt and no word of it
+    ("+trainer.limit_val_batches=0", "error: trainer.limit_val_batches=0 must be an int >= 1 (batches) or a float"),
+    ("trainer.check_val_every_n_epoch=5 trainer.max_epochs=2", "error: trainer.check_val_every_n_epoch=5 must be <= "
+                                                               "trainer.max_epochs=2"),
+    ("+trainer.enable_checkpointing=false", "error: trainer.enable_checkpointing=false must be true: a run keeps"),
+    ("trial.pruning=maybe", "error: trial.pruning=maybe must be true or false"),
+    ("-m hparams_search=random optimzer.lr=interval(0.001,0.1)", "error: optimzer.lr is no config group or setting; "
+                                                                "did you mean optimizer.lr?"),
 ]
 
 

@@ -10,6 +10,7 @@ that does not compose with the rest of the command (`optimizer=sgd` beside an ex
 line asked for it.
 """
 
+import difflib
 import itertools
 import random
 from dataclasses import dataclass, field
@@ -204,6 +205,26 @@ def fit_to_groups(
     fitted = SearchSpace(distributions, fixed, requires)
     check_values(fitted, base_choices, option_config)
     return fitted, notes
+
+
+def check_known(space: SearchSpace, config: DictConfig, groups: Iterable[str], typed: set[str]) -> None:
+    """Raise ConfigError for a param that is neither a config group nor a setting of the sweep's config
+    (`hydra.sweeper.params.optimzer.lr`), whose every trial would fail to compose. `+key` adds a key: kept."""
+    groups = list(groups)
+    for name in [*space.distributions, *space.fixed]:
+        top = name.split(".", 1)[0]
+        if name[0] in "+~" or top in groups or OmegaConf.select(config, name, default=_ABSENT) is not _ABSENT:
+            continue
+        parent, _, key = name.rpartition(".")
+        node = OmegaConf.select(config, parent, default=None) if parent else config
+        if isinstance(node, DictConfig):  # the key is misspelled (`cv.foldz`)
+            close = difflib.get_close_matches(key, [str(k) for k in node.keys()] + ([] if parent else groups), n=1)
+            hint = f"; did you mean {f'{parent}.' if parent else ''}{close[0]}?" if close else ""
+        else:  # its first part is (`optimzer.lr`)
+            close = difflib.get_close_matches(top, groups + [str(k) for k in config.keys()], n=1)
+            hint = f"; did you mean {close[0]}{name[len(top):]}?" if close else ""
+        shown = name if name in typed else f"{PARAMS_KEY}.{name}"
+        raise ConfigError(f"{shown} is no config group or setting{hint} (python train.py --help lists the groups)")
 
 
 def check_enqueued(trials: list[dict[str, Any]], space: SearchSpace) -> None:

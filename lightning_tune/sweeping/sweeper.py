@@ -41,8 +41,9 @@ from lightning_tune.sweeping.private_optuna import set_running_trial_attrs
 from lightning_tune.sweeping.results import WORKER_JOB, first_line, write_progress, write_report
 from lightning_tune.sweeping.slots import Slots
 from lightning_tune.sweeping.space import (
-    check_enqueued,
     SearchSpace,
+    check_enqueued,
+    check_known,
     fit_to_groups,
     flatten_params,
     grid_choices,
@@ -411,6 +412,7 @@ class TuningSweeper(Sweeper):
             return composed[group, option]
 
         typed = typed_param_names(self.config.hydra.overrides.hydra, arguments)
+        check_known(SearchSpace(distributions, fixed), self.config, base_choices, typed)
         space, notes = fit_to_groups(SearchSpace(distributions, fixed), base_choices, option_config, typed)
         if notes:
             log.warning("Not swept: %s", "; ".join(notes))
