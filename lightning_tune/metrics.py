@@ -10,6 +10,8 @@ if TYPE_CHECKING:
 
 METRICS = ("acc", "precision", "recall", "f1", "loss")
 EVAL_STAGES = ("val", "test")
+# What a fit logs at every validation, for a callback's `monitor` (EarlyStopping's, ModelCheckpoint's).
+VALIDATED = tuple(f"val/{metric}" for metric in METRICS)
 
 
 def classification_metrics(num_classes: int) -> "MetricCollection":

@@ -38,13 +38,19 @@ def write_metrics(path: Path, results: Results, extra: Mapping[str, Any]) -> Non
 
 
 def format_table(results: Results) -> str:
-    header = f"{'':6}" + "".join(f"{m:>11}" for m in METRICS)
+    """The val and test metrics as the console shows them: a column each, apart however large (a diverging loss)."""
+    header = f"{'':6}" + "".join(f" {m:>10}" for m in METRICS)
     rows = [
-        f"{stage:6}" + "".join(f"{results[stage].get(m, float('nan')):>11.4f}" for m in METRICS)
+        f"{stage:6}" + "".join(f" {table_number(results[stage].get(m, float('nan'))):>10}" for m in METRICS)
         for stage in EVAL_STAGES
         if stage in results
     ]
     return "\n".join([header, *rows])
+
+
+def table_number(value: float) -> str:
+    """4 decimals, or 4 significant digits from 100,000 up: a column stays 10 characters wide."""
+    return f"{value:.4f}" if not abs(value) >= 1e5 else f"{value:.4g}"
 
 
 # What `run_settings` reports, and what it never does.

@@ -58,10 +58,16 @@ def build(cfg: Any, key: str, **kwargs: Any) -> Any:
     except InstantiationException as error:
         if target := untrusted_target(error):
             raise ConfigError(untrusted_line(key, target)) from None
-        cause = error.__cause__ or error
-        raise ConfigError(f"{key}: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+        raise ConfigError(f"{key}: {error_line(error.__cause__ or error)}") from None
     except Exception as error:  # noqa: BLE001 - whatever the target raised about its arguments
-        raise ConfigError(f"{key}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"{key}: {error_line(error)}") from None
+
+
+def error_line(error: BaseException) -> str:
+    """`Type: message` on one line: the first line of the message, or, for Hydra's ImportError of a target
+    (`Error loading 'x':`, then the cause, then a question), all of its lines."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    return f"{type(error).__name__}: {' '.join(lines) if isinstance(error, ImportError) else lines[0]}"
 
 
 def detached(node: Any) -> Any:
@@ -448,6 +454,10 @@ def discard_run_dir() -> None:
 def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
     """`train`, with a configuration mistake or a diverged run reported as one line, not a traceback; a
     refused single run leaves no directory behind."""
+    if cfg.get("trial") and cfg.trial.get("number") is not None:
+        from lightning_tune.sweeping.trial import log_trial_ends_on_one_line
+
+        log_trial_ends_on_one_line()
     try:
         try:
             return train(cfg)

@@ -19,6 +19,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from lightning_tune.console import hydra_error_line
 from lightning_tune.errors import ConfigError
+from lightning_tune.metrics import VALIDATED
 from lightning_tune.schemas import AT_LEAST_1, POSITIVE, SEED, JoblibLauncherSchema, SlurmLauncherSchema, Valid, between
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,19 @@ def invalid_launcher(launcher: DictConfig) -> Iterator[str]:
                     yield problem(f"hydra.launcher.{field.name}", value, field.metadata["valid"])
 
 
+def unknown_monitors(cfg: DictConfig) -> Iterator[str]:
+    """A user callback's `monitor` of validation or test metrics that a fit does not log (`val/accc`,
+    `test/acc`): Lightning would stop the run with a traceback after its first epoch. (`train/` metrics are
+    logged at the epochs a logging step falls in: left to Lightning.)"""
+    for name, node in (cfg.get("callbacks") or {}).items():
+        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
+        if isinstance(monitor, str) and monitor.split("/")[0] in ("val", "test") and monitor not in VALIDATED:
+            yield f"callbacks.{name}.monitor={monitor} is no metric a fit logs; choose one of: {', '.join(VALIDATED)}"
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Raise ConfigError, on one line, for the first setting of `cfg` outside its valid values."""
-    for problem in [*invalid_top_level(cfg), *invalid_settings(cfg), *out_of_order(cfg)]:
+    for problem in [*invalid_top_level(cfg), *invalid_settings(cfg), *out_of_order(cfg), *unknown_monitors(cfg)]:
         raise ConfigError(problem)
 
 
@@ -164,6 +175,7 @@ class ValidateConfig(Callback):
         problems = [f"{group} is needed: choose one with {group}=<option> (python train.py --help lists them)"
                     for group in REQUIRED if config.get(group) is None]  # fmt: skip
         problems += [*invalid_top_level(config), *invalid_settings(config), *out_of_order(config)]
+        problems += unknown_monitors(config)
         problems += misspelled_groups(config, groups)
         if sweep and OmegaConf.select(config, "hydra.sweeper.n_trials") is not None:  # our sweeper's settings
             problems += invalid_settings(config.hydra.sweeper, "hydra.sweeper.")

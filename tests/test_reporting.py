@@ -19,6 +19,8 @@ from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment
 
 from lightning_tune.errors import ConfigError
+from lightning_tune.metrics import METRICS
+from lightning_tune.reporting import format_table
 from lightning_tune.run import steepest_descent, train
 from lightning_tune.schemas import register_schemas
 
@@ -143,3 +145,15 @@ def test_lr_find_trains_with_the_steepest_descent_per_decade():
     losses = 2.3 - 2.0 * torch.sigmoid(4 * (lrs.log10() + 2)) + 3 * (lrs > 0.3)
     assert steepest_descent(lrs.tolist(), losses.tolist()) == pytest.approx(1e-2, rel=0.15)
     assert steepest_descent(lrs.tolist(), sorted(losses.tolist())) is None  # never falls
+
+
+def test_the_console_table_keeps_its_columns_apart_for_any_value():
+    values = {"acc": 0.9731, "precision": 1.0, "recall": float("nan"), "f1": 0.5, "loss": 123456789.123}
+    table = format_table({"val": values, "test": {**values, "loss": -1e30}})
+    header, *rows = table.splitlines()
+    assert header.split() == list(METRICS)
+    assert [row.split() for row in rows] == [
+        ["val", "0.9731", "1.0000", "nan", "0.5000", "1.235e+08"],
+        ["test", "0.9731", "1.0000", "nan", "0.5000", "-1e+30"],
+    ]
+    assert {len(line) for line in table.splitlines()} == {6 + 11 * len(METRICS)}

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_tune.errors import ConfigError, TrainingDiverged
-from lightning_tune.metrics import METRICS, OptimizedMetric
+from lightning_tune.metrics import METRICS, VALIDATED, OptimizedMetric
 from lightning_tune.reporting import collect_results
 from lightning_tune.run import BestEpochMetrics, build_run, build_trainer, detached, train
 
@@ -49,6 +49,15 @@ def test_a_users_own_modelcheckpoint_does_not_replace_the_runs(make_cfg, tmp_pat
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["best_checkpoint"] == str(tmp_path / "checkpoints" / "best.ckpt")
     assert (tmp_path / "mine" / "last.ckpt").is_file()  # the user's works as well
+
+
+def test_early_stopping_on_each_validation_metric_finds_it(make_cfg, tmp_path):
+    """`callbacks.<name>.monitor` of val/ metrics is checked against VALIDATED before the run: each must be
+    what a fit logs (EarlyStopping is strict: a metric it does not find stops the fit)."""
+    stops = [f"+callbacks.stop{i}={{_target_: pytorch_lightning.callbacks.EarlyStopping, monitor: '{name}'}}"
+             for i, name in enumerate(VALIDATED)]  # fmt: skip
+    train(make_cfg("trainer.max_epochs=2", "model=mlp", "data=iris", "logger=none", *stops))
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
 
 
 @pytest.mark.parametrize("optimized", ["val/acc", "val/loss"])

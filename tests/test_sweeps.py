@@ -478,6 +478,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(sweep):
     assert trials[1].state == TrialState.FAIL
     assert re.match(r"diverged: training loss is (nan|inf) at epoch 0", trials[1].user_attrs["fail_reason"])
     assert not (sweep.dir / "1" / "metrics.json").exists()
+    assert "Traceback" not in (sweep.dir / "1" / "train.log").read_text()  # the reason on one line: no crash
     rows = sweep.rows()
     assert [row["state"] for row in rows] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
     assert rows[1]["fail_reason"] == trials[1].user_attrs["fail_reason"]
@@ -493,6 +494,8 @@ def test_a_trial_with_an_invalid_config_fails_with_the_reason(sweep):
     assert built.state == TrialState.FAIL
     assert built.user_attrs["fail_reason"].startswith("invalid config: data.val_fraction=0.9 and data.test_fraction=0.15")
     assert not (sweep.dir / "2" / "metrics.json").exists()
+    log = (sweep.dir / "2" / "train.log").read_text()  # the reason, once, and no traceback
+    assert log.count("data.val_fraction=0.9 and data.test_fraction=0.15") == 1 and "Traceback" not in log, log
     composed = trials[3]  # model=linear with model.depth=1: Hydra cannot compose it, so no job is launched for it
     assert composed.state == TrialState.FAIL
     reason = composed.user_attrs["fail_reason"]
@@ -539,6 +542,8 @@ def test_pruned_trials_are_recorded_in_the_study_and_trials_csv(sweep, request):
     for trial in trials[2:]:
         assert trial.user_attrs["fail_reason"].startswith("pruned after epoch")
         assert max(trial.intermediate_values) < 2  # stopped before the third epoch
+        log = (sweep.dir / str(trial.number) / "train.log").read_text()  # no crash: no traceback
+        assert f"[INFO] - Trial {trial.user_attrs['fail_reason']}\n" in log and "Traceback" not in log, log
     assert [row["state"] for row in sweep.rows()][2:] == ["PRUNED", "PRUNED"]
     assert sorted(path.name for path in sweep.dir.iterdir() if path.name.isdigit()) == ["0", "1", "2", "3"]
     assert "trial.pruning" not in (sweep.dir / "0" / ".hydra" / "overrides.yaml").read_text()

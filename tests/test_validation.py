@@ -184,6 +184,10 @@ REFUSED = [
     ("trial.pruning=maybe", "error: trial.pruning=maybe must be true or false"),
     ("-m hparams_search=random optimzer.lr=interval(0.001,0.1)", "error: optimzer.lr is no config group or setting; "
                                                                 "did you mean optimizer.lr?"),
+    ("+callbacks.x._target_=pytorch_lightning.callbacks.Nope trainer.max_epochs=1", "error: callbacks.x: ImportError: "
+     "Error loading 'pytorch_lightning.callbacks.Nope': ModuleNotFoundError(\"No module named 'pytorch_lightning."),
+    ("+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping +callbacks.stop.monitor=val/accc",
+     "error: callbacks.stop.monitor=val/accc is no metric a fit logs; choose one of: val/acc, val/precision, val/"),
 ]
 
 

@@ -11,6 +11,7 @@ epochs of different folds would clash under the same steps. At its end it record
 deviation over the folds as the trial's user attr `cv_std` ({objective: std}).
 """
 
+import logging
 import os
 from typing import Any, Optional
 
@@ -19,7 +20,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 from omegaconf import DictConfig
 
-from lightning_tune.errors import ConfigError
+from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.sweeping.private_optuna import running_trial
 from lightning_tune.sweeping.results import CV_STD_ATTR
 from lightning_tune.sweeping.study import NO_PRUNER, PRUNER_ATTR, STORAGE_ENV, build_pruner, open_storage
@@ -101,3 +102,27 @@ def fold_reporter(trial_cfg: DictConfig, monitor: str, folds: int) -> Optional[F
         return None
     trial, prunes = open_trial(trial_cfg)
     return FoldReporter(trial, prunes, monitor, folds)
+
+
+class OneLineTrialEnds(logging.Filter):
+    """Hydra writes a failed job's traceback into its log file ("Job failed"). A trial's expected ends are no
+    crash: a pruned trial gets the pruner's reason on one line instead, and an invalid config or a diverged run,
+    which the run has logged on one line already, nothing more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if record.msg != "Job failed" or not isinstance(error, (optuna.TrialPruned, ConfigError, TrainingDiverged)):
+            return True
+        if isinstance(error, optuna.TrialPruned):
+            record.msg, record.args, record.exc_info, record.exc_text = "Trial %s", (error,), None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return True
+        return False
+
+
+def log_trial_ends_on_one_line() -> None:
+    """Put `OneLineTrialEnds` on the job's log files (Hydra makes them anew for each job)."""
+    for handler in logging.getLogger().handlers:
+        filtered = any(isinstance(kept, OneLineTrialEnds) for kept in handler.filters)
+        if isinstance(handler, logging.FileHandler) and not filtered:
+            handler.addFilter(OneLineTrialEnds())
