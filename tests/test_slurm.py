@@ -306,11 +306,13 @@ def test_a_trial_failing_inside_its_job_is_failed_not_complete(partition, tmp_pa
 def test_pruning_works_across_slurm_jobs(partition, tmp_path, storage):
     sweep = run_sweep(
         tmp_path / "sweep",
-        *on_slurm(partition, *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2", *storage),
+        *on_slurm(partition, *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1", *storage),
     ).ok()
     assert sweep.storage_files() == ({"optuna.journal"} if storage else {"optuna.db"})
     trials = sweep.trials()
-    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
+    # Two slots, no barrier: trial 2's job starts once a good trial is complete, whichever (see test_workers).
+    assert TrialState.COMPLETE in (trials[0].state, trials[1].state)
+    assert [trial.state for trial in trials[2:]] == [TrialState.PRUNED] * 2
     assert all(max(trial.intermediate_values) < 2 for trial in trials[2:])  # stopped inside their jobs
     assert len({row["job_id"] for row in sweep.rows()}) == 4
 

@@ -369,10 +369,14 @@ def test_a_cancelled_worker_s_trial_is_interrupted_and_retried_by_another_worker
 def test_pruning_works_across_workers(partition, tmp_path):
     sweep = run_sweep(
         tmp_path / "sweep",
-        *on_workers(partition, *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2"),
+        *on_workers(partition, *PRUNING, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1"),
     ).ok()
     trials = sweep.trials()
-    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
+    # A worker takes trial 2 once its good trial is complete; the other good one may still run, or not have
+    # started: one startup trial prunes the bad ones whichever ends first (two made the test depend on timing).
+    # A good trial may be pruned by the other, never both.
+    assert TrialState.COMPLETE in (trials[0].state, trials[1].state)
+    assert [trial.state for trial in trials[2:]] == [TrialState.PRUNED] * 2
     assert all(max(trial.intermediate_values) < 2 for trial in trials[2:])  # stopped inside their workers
 
 
