@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -171,6 +172,11 @@ class SayInterrupted(pl.Callback):
             print("interrupted", file=sys.stderr)
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """The run's own checkpoints/best.ckpt. A class of its own: Lightning keys a callback's state by its class
+    and settings, and refuses two alike, so a user's ModelCheckpoint of the same monitor and mode would clash."""
+
+
 class BestEpochMetrics(pl.Callback):
     """The validation metrics of the epoch whose weights the best checkpoint holds, kept as they are computed,
     so that the checkpoint need not be validated again after fit (a tenth of a small trial's time).
@@ -212,15 +218,18 @@ def build_trainer(cfg: DictConfig, metric: OptimizedMetric, output_dir: Path, ep
     """The Trainer with our checkpointing, the user's `callbacks`, and a sweep trial's pruning by epoch
     (not with cross-validation, where the trial reports once per fold)."""
     logger = build(cfg.logger, "logger") if cfg.get("logger") else False
-    callbacks: list[pl.Callback] = [
-        build(callback, f"callbacks.{name}") for name, callback in (cfg.get("callbacks") or {}).items()
-    ]
+    callbacks: list[pl.Callback] = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None:  # `callbacks.stop=null` switches one off
+            callbacks.append(callback := build(node, f"callbacks.{name}"))
+            if not isinstance(callback, pl.Callback):
+                raise ConfigError(f"callbacks.{name}: {type(callback).__name__} is no Lightning Callback")
     if epoch_pruning and cfg.get("trial") and cfg.trial.get("number") is not None:
         from lightning_tune.sweeping.trial import trial_callbacks
 
         callbacks += trial_callbacks(cfg.trial, metric.name)
     callbacks += requeue_callbacks(output_dir)
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename="best",
         monitor=metric.name,
@@ -404,7 +413,10 @@ def fit_and_evaluate(
         module.lr = find_lr(trainer, module, datamodule, cfg.lr_finder)
 
     resume_from = resume_checkpoint(output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # tensors, never code
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # tensors, never code
+    except MisconfigurationException as error:  # what Lightning finds wrong once it has the data: a setting
+        raise ConfigError(f"trainer: {error_line(error)}") from None
     if resume_from is not None:
         resume_from.unlink(missing_ok=True)  # the trial is past it; best.ckpt holds what is kept
     (best_epoch,) = (callback for callback in trainer.callbacks if isinstance(callback, BestEpochMetrics))

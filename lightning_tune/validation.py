@@ -40,6 +40,16 @@ TOP_LEVEL = {
         "an int >= 1 (batches) or a float in (0, 1] (a share of them): a run keeps its best validated epoch",
         0,
     ),
+    "trainer.limit_train_batches": Valid(
+        lambda v: (type(v) is int and v >= 1) or (type(v) is float and 0 < v <= 1),
+        "an int >= 1 (batches) or a float in (0, 1] (a share of them): 0 trains nothing",
+        0,
+    ),
+    "trainer.val_check_interval": Valid(
+        lambda v: (type(v) is int and v >= 1) or (type(v) is float and 0 < v <= 1),
+        "an int >= 1 (training batches) or a float in (0, 1] (a share of an epoch)",
+        0,
+    ),
     "trainer.enable_checkpointing": Valid(
         lambda v: v is True, "true: a run keeps the checkpoint of its best epoch, checkpoints/best.ckpt", False
     ),
@@ -115,19 +125,25 @@ def invalid_launcher(launcher: DictConfig) -> Iterator[str]:
                     yield problem(f"hydra.launcher.{field.name}", value, field.metadata["valid"])
 
 
-def unknown_monitors(cfg: DictConfig) -> Iterator[str]:
-    """A user callback's `monitor` of validation or test metrics that a fit does not log (`val/accc`,
-    `test/acc`): Lightning would stop the run with a traceback after its first epoch. (`train/` metrics are
-    logged at the epochs a logging step falls in: left to Lightning.)"""
+def invalid_callbacks(cfg: DictConfig) -> Iterator[str]:
+    """A user callback without `_target_`, or whose `monitor` is no metric a fit logs at each validation
+    (`val/accc`, `val_loss`, `test/acc`): Lightning would stop the run with a traceback after its first epoch.
+    (`train/` metrics are logged at the epochs a logging step falls in, `lr-` ones with a logger: left to it.)"""
     for name, node in (cfg.get("callbacks") or {}).items():
-        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
-        if isinstance(monitor, str) and monitor.split("/")[0] in ("val", "test") and monitor not in VALIDATED:
+        if node is None:  # `callbacks.stop=null`: an experiment's callback switched off
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            yield f"callbacks.{name} has no _target_: give the class of a Lightning callback, e.g. " \
+                  f"+callbacks.{name}._target_=pytorch_lightning.callbacks.EarlyStopping"  # fmt: skip
+            continue
+        monitor = node.get("monitor")
+        if isinstance(monitor, str) and not monitor.startswith(("train/", "lr-")) and monitor not in VALIDATED:
             yield f"callbacks.{name}.monitor={monitor} is no metric a fit logs; choose one of: {', '.join(VALIDATED)}"
 
 
 def check_settings(cfg: DictConfig) -> None:
     """Raise ConfigError, on one line, for the first setting of `cfg` outside its valid values."""
-    for problem in [*invalid_top_level(cfg), *invalid_settings(cfg), *out_of_order(cfg), *unknown_monitors(cfg)]:
+    for problem in [*invalid_top_level(cfg), *invalid_settings(cfg), *out_of_order(cfg), *invalid_callbacks(cfg)]:
         raise ConfigError(problem)
 
 
@@ -175,7 +191,7 @@ class ValidateConfig(Callback):
         problems = [f"{group} is needed: choose one with {group}=<option> (python train.py --help lists them)"
                     for group in REQUIRED if config.get(group) is None]  # fmt: skip
         problems += [*invalid_top_level(config), *invalid_settings(config), *out_of_order(config)]
-        problems += unknown_monitors(config)
+        problems += invalid_callbacks(config)
         problems += misspelled_groups(config, groups)
         if sweep and OmegaConf.select(config, "hydra.sweeper.n_trials") is not None:  # our sweeper's settings
             problems += invalid_settings(config.hydra.sweeper, "hydra.sweeper.")

@@ -16,6 +16,7 @@ from lightning_tune.errors import ConfigError, TrainingDiverged
 from lightning_tune.metrics import METRICS, VALIDATED, OptimizedMetric
 from lightning_tune.reporting import collect_results
 from lightning_tune.run import BestEpochMetrics, build_run, build_trainer, detached, train
+from lightning_tune.validation import check_settings
 
 
 def test_run_writes_metrics_json_and_returns_the_optimized_metric(make_cfg, tmp_path):
@@ -40,11 +41,25 @@ def test_val_and_test_metrics_are_the_best_checkpoints(make_cfg, tmp_path):
     assert metrics["val"]["acc"] > 0.5 and metrics["test"]["acc"] > 0.5, metrics  # chance is 0.1
 
 
-def test_a_users_own_modelcheckpoint_does_not_replace_the_runs(make_cfg, tmp_path):
+def test_a_callback_set_to_null_is_switched_off(make_cfg, tmp_path):
+    """An experiment's callback that a command line switches off with `callbacks.<name>=null`."""
+    stop = "+callbacks.stop={_target_: pytorch_lightning.callbacks.EarlyStopping, monitor: val/loss}"
+    on, off = make_cfg(stop), make_cfg(stop, "callbacks.stop=null")
+    check_settings(off)
+    built = [build_trainer(cfg, OptimizedMetric.parse("val/acc"), tmp_path).callbacks for cfg in (on, off)]
+    assert [[type(c).__name__ for c in callbacks if type(c).__name__ == "EarlyStopping"] for callbacks in built] == [
+        ["EarlyStopping"], []
+    ]
+
+
+@pytest.mark.parametrize("monitor, mode", [("val/loss", "min"), ("val/acc", "max")])  # val/acc: the run's own
+def test_a_users_own_modelcheckpoint_does_not_replace_the_runs(make_cfg, tmp_path, monitor, mode):
     """Lightning's `trainer.checkpoint_callback` is the first ModelCheckpoint of its list: a user's, in
-    `callbacks`, comes before the run's. metrics.json must still score and name checkpoints/best.ckpt."""
-    mine = ["+callbacks.mine._target_=pytorch_lightning.callbacks.ModelCheckpoint", "+callbacks.mine.monitor=val/loss",
-            f"+callbacks.mine.dirpath={tmp_path / 'mine'}", "+callbacks.mine.save_last=true"]  # fmt: skip
+    `callbacks`, comes before the run's. metrics.json must still score and name checkpoints/best.ckpt. One
+    alike the run's (its monitor and mode) must not clash with it (Lightning refuses two of one state key)."""
+    mine = ["+callbacks.mine._target_=pytorch_lightning.callbacks.ModelCheckpoint", f"+callbacks.mine.monitor={monitor}",
+            f"+callbacks.mine.mode={mode}", f"+callbacks.mine.dirpath={tmp_path / 'mine'}",
+            "+callbacks.mine.save_last=true"]  # fmt: skip
     train(make_cfg("trainer.max_epochs=3", "model=mlp", "data=iris", *mine))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["best_checkpoint"] == str(tmp_path / "checkpoints" / "best.ckpt")

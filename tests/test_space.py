@@ -85,6 +85,8 @@ def test_params_typed_on_the_command_line():
         ("seed", False, None),
         ("optimizer.lrr", False, None),  # a group's own keys: fit_to_groups knows its options
         ("+trainer.limit_train_batches", False, None),  # added, as `+key=value` adds it
+        ("+optimzer.lr", True, "+optimzer.lr adds a key nothing reads; did you mean optimizer.lr?"),
+        ("+my_key", False, None),
     ],
 )
 def test_a_param_that_is_no_group_or_setting_is_refused_before_any_trial(name, typed, error):

@@ -188,6 +188,14 @@ REFUSED = [
      "Error loading 'pytorch_lightning.callbacks.Nope': ModuleNotFoundError(\"No module named 'pytorch_lightning."),
     ("+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping +callbacks.stop.monitor=val/accc",
      "error: callbacks.stop.monitor=val/accc is no metric a fit logs; choose one of: val/acc, val/precision, val/"),
+    # found by the new user's review of those (stop 22)
+    ("+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping +callbacks.stop.monitor=val_loss",
+     "error: callbacks.stop.monitor=val_loss is no metric a fit logs; choose one of: val/acc, "),
+    ("+callbacks.stop.monitor=val/loss", "error: callbacks.stop has no _target_: give the class of a Lightning callback"),
+    ("+callbacks.x._target_=torch.nn.Identity +execution_whitelist.torch=torch.nn.* trainer.max_epochs=1",
+     "error: callbacks.x: Identity is no Lightning Callback"),
+    ("-m hparams_search=random +optimzer.lr=interval(0.001,0.1)", "error: +optimzer.lr adds a key nothing reads; did "
+                                                                 "you mean optimizer.lr?"),
 ]
 
 
@@ -274,3 +282,13 @@ def test_ctrl_c_during_training_is_one_line(tmp_path):
         process.kill()
     assert (process.returncode, stderr) == (1, "interrupted\n")
     assert "KeyboardInterrupt" not in stdout
+
+
+@pytest.mark.slow
+def test_what_lightning_finds_wrong_once_it_has_the_data_is_one_line(tmp_path):
+    """digits' validation set is one batch: a share of it below one batch is refused by Lightning at fit."""
+    result = train_py(tmp_path, "+trainer.limit_val_batches=0.5", "trainer.max_epochs=1")
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        "error: trainer: MisconfigurationException: You requested to check 0.5 of the `val_dataloader` but "
+        "0.5 * 1 < 1. Please increase the `limit_val_batches` argument. Try at least `limit_val_batches=1.0`"
+    ], result.stderr[-2000:]

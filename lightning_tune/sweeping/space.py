@@ -213,7 +213,16 @@ def check_known(space: SearchSpace, config: DictConfig, groups: Iterable[str], t
     groups = list(groups)
     for name in [*space.distributions, *space.fixed]:
         top = name.split(".", 1)[0]
-        if name[0] in "+~" or top in groups or OmegaConf.select(config, name, default=_ABSENT) is not _ABSENT:
+        if name[0] in "+~":  # adds a key: refused only where it adds one beside a group it misspells
+            added = top.lstrip("+~")
+            if added not in groups and added not in config and (close := difflib.get_close_matches(added, groups, n=1)):
+                shown = name if name in typed else f"{PARAMS_KEY}.{name}"
+                raise ConfigError(
+                    f"{shown} adds a key nothing reads; did you mean {close[0]}{name[len(top):]}? (python train.py "
+                    f"--help lists the groups)"
+                )
+            continue
+        if top in groups or OmegaConf.select(config, name, default=_ABSENT) is not _ABSENT:
             continue
         parent, _, key = name.rpartition(".")
         node = OmegaConf.select(config, parent, default=None) if parent else config
