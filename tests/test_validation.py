@@ -196,6 +196,9 @@ REFUSED = [
      "error: callbacks.x: Identity is no Lightning Callback"),
     ("-m hparams_search=random +optimzer.lr=interval(0.001,0.1)", "error: +optimzer.lr adds a key nothing reads; did "
                                                                  "you mean optimizer.lr?"),
+    ("-m hparams_search=random +trainer.limit_val_batches=interval(0,1)", "error: the sweep of trainer.limit_val_batches"
+                                                                          " reaches 0.0, but trainer.limit_val_batches "),
+    ("-m hparams_search=random cv.folds=choice(1,3)", "error: the sweep of cv.folds reaches 1, but cv.folds must be an "),
 ]
 
 
@@ -237,6 +240,9 @@ def test_a_sweeps_fixed_values_are_read_as_hydra_reads_them():
     check_values(SearchSpace({}, {"trainer.max_epochs": "1", "optimizer.lr": "1e-3"}), choices, lambda g, o: base)
     with pytest.raises(ConfigError, match=r"^the sweep of trainer.max_epochs reaches 0, but trainer.max_epochs must be >= 1$"):
         check_values(SearchSpace({}, {"trainer.max_epochs": "0"}), choices, lambda g, o: base)
+    with pytest.raises(ConfigError, match=r"^the sweep of trainer.limit_val_batches reaches 0, but trainer.limit_val"):
+        check_values(SearchSpace({}, {"+trainer.limit_val_batches": "0"}), choices, lambda g, o: base)  # a key added
+    check_values(SearchSpace({}, {"+trainer.limit_val_batches": "2", "cv.folds": "3"}), choices, lambda g, o: base)
 
 
 AFTER_S = [pytest.param(s, marks=[] if s == 1.0 else [pytest.mark.slow]) for s in (0.1, 0.5, 1.0, 2.0)]

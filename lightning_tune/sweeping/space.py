@@ -14,7 +14,7 @@ import difflib
 import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -22,8 +22,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import Trial
 
 from lightning_tune.errors import ConfigError
+from lightning_tune.schemas import Valid
 from lightning_tune.sweeping.private_optuna import distribution_from_override
-from lightning_tune.validation import valid_of
+from lightning_tune.validation import TOP_LEVEL, valid_of
 
 GROUP_OPTION = "_option_"  # in nested params: the config group's own option, e.g. optimizer: {_option_: ...}
 PARAMS_KEY = "hydra.sweeper.params"
@@ -266,22 +267,25 @@ def check_values(
     """Raise ConfigError, before any trial, for a swept or fixed value outside its setting's valid values
     (`optimizer.lr=interval(-1,1)`, `optimizer.momentum=choice(0.9,2)`) in any option the param applies to."""
     for name in [*space.distributions, *space.fixed]:
-        group = name.split(".", 1)[0]
-        if "." not in name or group not in base_choices:
-            continue
-        if name in space.requires:
-            options: Iterable[Any] = space.requires[name][1]
-        elif isinstance(space.distributions.get(group), CategoricalDistribution):
-            options = space.distributions[group].choices
-        else:
-            options = [space.fixed.get(group, base_choices[group])]
         if name in space.distributions:
             values = reach(space.distributions[name])
         else:  # the released sweeper keeps a fixed value as the text typed: read it as Hydra does
             values = [OverridesParser.create().parse_override(f"{name}={space.fixed[name]}").value()]
-        for option in options:
-            config = option_config(group, option)
-            valid = None if isinstance(config, str) else valid_of(config, name)
+        key, group = name.lstrip("+"), name.lstrip("+").split(".", 1)[0]
+        if key in TOP_LEVEL:  # conf/train.yaml's own settings, the Trainer keys users add: the same in every option
+            valids: list[Optional[Valid]] = [TOP_LEVEL[key]]
+        elif "." not in name or group not in base_choices:
+            continue
+        else:
+            if name in space.requires:
+                options: Iterable[Any] = space.requires[name][1]
+            elif isinstance(space.distributions.get(group), CategoricalDistribution):
+                options = space.distributions[group].choices
+            else:
+                options = [space.fixed.get(group, base_choices[group])]
+            configs = [option_config(group, option) for option in options]
+            valids = [None if isinstance(config, str) else valid_of(config, name) for config in configs]
+        for valid in valids:
             for value in values if valid else []:
                 if not valid.test(value):
-                    raise ConfigError(f"the sweep of {name} reaches {value}, but {name} must be {valid.text}")
+                    raise ConfigError(f"the sweep of {key} reaches {value}, but {key} must be {valid.text}")
