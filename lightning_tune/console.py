@@ -182,6 +182,15 @@ def is_config_group(name: str) -> bool:
     return (importlib.resources.files("lightning_tune.conf") / name).is_dir()
 
 
+def first_line(error: BaseException) -> str:
+    """`ValueError: the first line of its message`, for a one-line log or error. Hydra's ImportError of a
+    target (`Error loading 'x':`, then its cause, then a question) is whole, its lines joined."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return f"{type(error).__name__}: {' '.join(lines) if isinstance(error, ImportError) else lines[0]}"
+
+
 def hydra_error_line(error: BaseException) -> str:
     """Hydra's error of composing a command, on one line: `trainer.max_epochs=1.5: Value '1.5' of type
     'float' could not be converted to Integer`. Hydra spreads it over 3 to 12 lines, with its config search

@@ -28,7 +28,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from lightning_tune.console import hydra_error_line, quiet_run
+from lightning_tune.console import first_line, hydra_error_line, quiet_run
 from lightning_tune.cv import RunOutcome, cross_validate, cv_folds
 from lightning_tune.data import ArrayDataModule
 from lightning_tune.errors import ConfigError, TrainingDiverged
@@ -59,16 +59,9 @@ def build(cfg: Any, key: str, **kwargs: Any) -> Any:
     except InstantiationException as error:
         if target := untrusted_target(error):
             raise ConfigError(untrusted_line(key, target)) from None
-        raise ConfigError(f"{key}: {error_line(error.__cause__ or error)}") from None
+        raise ConfigError(f"{key}: {first_line(error.__cause__ or error)}") from None
     except Exception as error:  # noqa: BLE001 - whatever the target raised about its arguments
-        raise ConfigError(f"{key}: {error_line(error)}") from None
-
-
-def error_line(error: BaseException) -> str:
-    """`Type: message` on one line: the first line of the message, or, for Hydra's ImportError of a target
-    (`Error loading 'x':`, then the cause, then a question), all of its lines."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
-    return f"{type(error).__name__}: {' '.join(lines) if isinstance(error, ImportError) else lines[0]}"
+        raise ConfigError(f"{key}: {first_line(error)}") from None
 
 
 def detached(node: Any) -> Any:
@@ -416,7 +409,7 @@ def fit_and_evaluate(
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)  # tensors, never code
     except MisconfigurationException as error:  # what Lightning finds wrong once it has the data: a setting
-        raise ConfigError(f"trainer: {error_line(error)}") from None
+        raise ConfigError(f"trainer: {first_line(error)}") from None
     if resume_from is not None:
         resume_from.unlink(missing_ok=True)  # the trial is past it; best.ckpt holds what is kept
     (best_epoch,) = (callback for callback in trainer.callbacks if isinstance(callback, BestEpochMetrics))
@@ -466,7 +459,8 @@ def discard_run_dir() -> None:
 def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
     """`train`, with a configuration mistake or a diverged run reported as one line, not a traceback; a
     refused single run leaves no directory behind."""
-    if cfg.get("trial") and cfg.trial.get("number") is not None:
+    trial = bool(cfg.get("trial")) and cfg.trial.get("number") is not None  # a trial of our sweeper
+    if trial:
         from lightning_tune.sweeping.trial import log_trial_ends_on_one_line
 
         log_trial_ends_on_one_line()
@@ -476,7 +470,7 @@ def run_from_hydra(cfg: DictConfig) -> Union[float, list[float]]:
         except (InterpolationResolutionError, MissingMandatoryValue) as error:  # `${oc.env:UNSET}`, a `???` left
             raise ConfigError(hydra_error_line(error)) from None
     except (ConfigError, TrainingDiverged) as error:
-        if cfg.get("trial") and cfg.trial.get("number") is not None:  # a trial of our sweeper
+        if trial:
             log.error("%s", error)
             raise  # the sweeper records the failed trial and its reason
         # A single run, or a job of Hydra's own multirun (`-m optimizer.lr=0.01,-1`), which would print the

@@ -24,6 +24,12 @@ from lightning_tune.schemas import AT_LEAST_1, POSITIVE, SEED, JoblibLauncherSch
 
 log = logging.getLogger(__name__)
 
+def batches(meaning: str) -> Valid:
+    """Lightning's count-or-share Trainer settings: an int >= 1, or a float in (0, 1]; `meaning` ends the text."""
+    test = lambda v: (type(v) is int and v >= 1) or (type(v) is float and 0 < v <= 1)  # noqa: E731 - bool is no int here
+    return Valid(test, f"an int >= 1 ({meaning}", 0)
+
+
 # The settings of conf/train.yaml itself, which has no schema (users add keys of their own to it).
 TOP_LEVEL = {
     "seed": SEED,
@@ -35,21 +41,10 @@ TOP_LEVEL = {
     "trial.pruning": Valid(lambda v: isinstance(v, bool), "true or false (the sweeper sets it), or null", "maybe"),
     # Trainer keys users add with `+trainer.<key>=`, which a run cannot do without: it keeps, and scores, the
     # checkpoint of its best validation epoch.
-    "trainer.limit_val_batches": Valid(
-        lambda v: (type(v) is int and v >= 1) or (type(v) is float and 0 < v <= 1),
-        "an int >= 1 (batches) or a float in (0, 1] (a share of them): a run keeps its best validated epoch",
-        0,
-    ),
-    "trainer.limit_train_batches": Valid(
-        lambda v: (type(v) is int and v >= 1) or (type(v) is float and 0 < v <= 1),
-        "an int >= 1 (batches) or a float in (0, 1] (a share of them): 0 trains nothing",
-        0,
-    ),
-    "trainer.val_check_interval": Valid(
-        lambda v: (type(v) is int and v >= 1) or (type(v) is float and 0 < v <= 1),
-        "an int >= 1 (training batches) or a float in (0, 1] (a share of an epoch)",
-        0,
-    ),
+    "trainer.limit_val_batches": batches("batches) or a float in (0, 1] (a share of them): a run keeps its best "
+                                         "validated epoch"),
+    "trainer.limit_train_batches": batches("batches) or a float in (0, 1] (a share of them): 0 trains nothing"),
+    "trainer.val_check_interval": batches("training batches) or a float in (0, 1] (a share of an epoch)"),
     "trainer.enable_checkpointing": Valid(
         lambda v: v is True, "true: a run keeps the checkpoint of its best epoch, checkpoints/best.ckpt", False
     ),

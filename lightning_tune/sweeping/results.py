@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from lightning_tune.console import first_line
 from lightning_tune.errors import ConfigError
 from lightning_tune.sweeping.study import JOURNAL, check_journal, open_storage, upgrade_schema
 
@@ -211,12 +212,6 @@ def write_progress(study: optuna.Study, sweep_dir: Path) -> None:
     if config is not None:
         write_atomic(sweep_dir / "best.yaml", config)
         _best_written[sweep_dir] = best.number
-
-
-def first_line(error: BaseException) -> str:
-    """`ValueError: the first line of its message`, for a one-line log or report entry."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def param_importances(study: optuna.Study, names: Sequence[str]) -> tuple[dict[str, dict[str, float]], str]:

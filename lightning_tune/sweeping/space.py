@@ -213,11 +213,10 @@ def check_known(space: SearchSpace, config: DictConfig, groups: Iterable[str], t
     (`hydra.sweeper.params.optimzer.lr`), whose every trial would fail to compose. `+key` adds a key: kept."""
     groups = list(groups)
     for name in [*space.distributions, *space.fixed]:
-        top = name.split(".", 1)[0]
+        top, shown = name.split(".", 1)[0], name if name in typed else f"{PARAMS_KEY}.{name}"
         if name[0] in "+~":  # adds a key: refused only where it adds one beside a group it misspells
             added = top.lstrip("+~")
             if added not in groups and added not in config and (close := difflib.get_close_matches(added, groups, n=1)):
-                shown = name if name in typed else f"{PARAMS_KEY}.{name}"
                 raise ConfigError(
                     f"{shown} adds a key nothing reads; did you mean {close[0]}{name[len(top):]}? (python train.py "
                     f"--help lists the groups)"
@@ -233,7 +232,6 @@ def check_known(space: SearchSpace, config: DictConfig, groups: Iterable[str], t
         else:  # its first part is (`optimzer.lr`)
             close = difflib.get_close_matches(top, groups + [str(k) for k in config.keys()], n=1)
             hint = f"; did you mean {close[0]}{name[len(top):]}?" if close else ""
-        shown = name if name in typed else f"{PARAMS_KEY}.{name}"
         raise ConfigError(f"{shown} is no config group or setting{hint} (python train.py --help lists the groups)")
 
 

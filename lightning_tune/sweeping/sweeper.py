@@ -27,7 +27,7 @@ from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from lightning_tune.console import hydra_error_line
+from lightning_tune.console import first_line, hydra_error_line
 from lightning_tune.errors import ConfigError, TrainingDiverged, TrialProcessDied
 from lightning_tune.metrics import objective_direction, objective_names
 from lightning_tune.private_hydra import failed_job_error
@@ -38,7 +38,7 @@ from lightning_tune.sweeping.gpus import GpuSeats
 from lightning_tune.sweeping.guards import check_runs_known, driver_lock
 from lightning_tune.sweeping.jobs import DURATION, TrialJobs, job_duration
 from lightning_tune.sweeping.private_optuna import set_running_trial_attrs
-from lightning_tune.sweeping.results import WORKER_JOB, first_line, write_progress, write_report
+from lightning_tune.sweeping.results import WORKER_JOB, write_progress, write_report
 from lightning_tune.sweeping.slots import Slots
 from lightning_tune.sweeping.space import (
     SearchSpace,
@@ -412,8 +412,9 @@ class TuningSweeper(Sweeper):
             return composed[group, option]
 
         typed = typed_param_names(self.config.hydra.overrides.hydra, arguments)
-        check_known(SearchSpace(distributions, fixed), self.config, base_choices, typed)
-        space, notes = fit_to_groups(SearchSpace(distributions, fixed), base_choices, option_config, typed)
+        swept = SearchSpace(distributions, fixed)
+        check_known(swept, self.config, base_choices, typed)
+        space, notes = fit_to_groups(swept, base_choices, option_config, typed)
         if notes:
             log.warning("Not swept: %s", "; ".join(notes))
         return space
