@@ -237,6 +237,20 @@ def ended_state(job_id: str) -> str:
     return f"state {states[0].strip()}" if states and states[0].strip() else "state unknown"
 
 
+def job_of_process(pid: int) -> Optional[str]:
+    """The SLURM job a process of this machine runs in, as submitit names it (`<array>_<task>` for a task of
+    an array); None for a process outside SLURM, or one whose environment cannot be read (another user's)."""
+    try:
+        environment = dict(
+            item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item
+        )
+    except OSError:
+        return None
+    array, task = environment.get(b"SLURM_ARRAY_JOB_ID"), environment.get(b"SLURM_ARRAY_TASK_ID")
+    job = f"{array.decode()}_{task.decode()}" if array and task else environment.get(b"SLURM_JOB_ID", b"").decode()
+    return job or None
+
+
 def cancel_job(job_id: str) -> None:
     """scancel one job, whatever its state; one that has ended already is no error."""
     subprocess.run(["scancel", job_id], capture_output=True, timeout=60, check=False)

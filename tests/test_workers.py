@@ -7,7 +7,9 @@ mid-sweep, detach and re-attach, a cancelled worker, pruning and requeue under w
 
 import csv
 import io
+import os
 import re
+import sys
 import signal
 import subprocess
 import time
@@ -24,7 +26,8 @@ from lightning_tune.sweeping import workers
 from lightning_tune.sweeping.config import sweep_id
 from lightning_tune.sweeping.private_optuna import heartbeat, stale_trial_numbers
 from lightning_tune.sweeping.results import trials_csv
-from lightning_tune.sweeping.study import open_storage
+from lightning_tune.slurm import job_of_process
+from lightning_tune.sweeping.study import SQLITE_LOCK_WAIT_S, lock_holders, open_storage, storage_file, storage_refused
 from lightning_tune.sweeping.sweeper import INTERRUPTED, RETRY_OF, WORKER_JOB, SweepPlan, count_finished
 from lightning_tune.sweeping.space import SearchSpace
 
@@ -243,6 +246,88 @@ def test_a_journal_has_no_heartbeat_and_its_worker_s_queue_state_decides(tmp_pat
     )
 
 
+HOLD_THE_LOCK = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute(sys.argv[2])
+connection.execute("SELECT count(*) FROM trials").fetchall()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_the_lock(database: Path, begin: str, **slurm: str) -> subprocess.Popen:
+    """A process in a SLURM job (its environment says so) that holds SQLite's lock on `database` (`BEGIN IMMEDIATE`:
+    the write lock; `BEGIN`: a read lock, for as long as its read transaction is open) until it is killed."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")} | slurm
+    process = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(database), begin], env=env,
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stdout is not None and process.stdout.readline() == "held\n"
+    return process
+
+
+def test_a_worker_that_holds_the_sqlite_lock_past_the_grace_is_cancelled_and_its_trial_retried(study, monkeypatch):
+    """A worker hung in the middle of a write keeps every process from the study, the heartbeats too: the driver
+    sees who holds the database's lock, and cancels the worker, not a process of another job."""
+    study, url = study
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr(WORKER_JOB, "5_1")
+    database = storage_file(url)
+    assert database is not None
+    hung = hold_the_lock(database, "BEGIN IMMEDIATE", SLURM_ARRAY_JOB_ID="5", SLURM_ARRAY_TASK_ID="1", SLURM_JOB_ID="9")
+    other = hold_the_lock(database, "BEGIN", SLURM_JOB_ID="6")  # a reader of another job, not a worker
+    try:
+        assert {hung.pid, other.pid} <= lock_holders(database)
+        assert (job_of_process(hung.pid), job_of_process(other.pid)) == ("5_1", "6")
+        cancelled = []
+        monkeypatch.setattr(workers, "LOCK_POLL_S", 0.1)
+        monkeypatch.setattr(workers, "cancel_job", lambda job: (cancelled.append(job), hung.kill()))  # as SLURM does
+        with workers.LockWatch(url, grace_s=1) as lock_watch:
+            lock_watch.workers = ["5_1", "5_2", "6_0"]
+            deadline = time.monotonic() + 10
+            while not cancelled and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.5)  # the other holder, past the grace too, is not cancelled
+        assert cancelled == ["5_1"] and other.poll() is None
+    finally:
+        for process in (hung, other):
+            process.kill()
+            process.wait()
+    assert hung.pid not in lock_holders(database)
+    monkeypatch.setattr(workers, "queued_jobs", lambda: {})
+    assert workers.reap(study, url, grace_s=1, cancelled=lock_watch.cancelled) == 1
+    assert study.trials[0].user_attrs["fail_reason"] == (
+        "interrupted: its worker, SLURM job 5_1, held the study's database locked for over 1 s (a hung process), "
+        "and is cancelled; its configuration is retried"
+    )
+
+
+def test_a_sqlite_study_locked_too_long_is_one_line_naming_the_lock(study):
+    study, url = study
+    database = storage_file(url)
+    assert database is not None
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0.1}})
+    holder = hold_the_lock(database, "BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(optuna.exceptions.StorageInternalError) as refused:
+            storage.set_study_user_attr(storage.get_study_id_from_name(study.study_name), "x", 1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert str(storage_refused(url, refused.value)) == (
+        f"hydra.sweeper.storage='{url}' refused a write ((sqlite3.OperationalError) database is locked): another "
+        f"process held its lock for {SQLITE_LOCK_WAIT_S} s (a hung process, or a program that holds it open in a "
+        f"transaction): end that process and run the command again; it resumes"
+    )
+
+
+def test_lock_holders_are_none_for_a_file_without_locks_or_no_file(tmp_path):
+    (tmp_path / "free.db").write_bytes(b"")
+    assert lock_holders(tmp_path / "free.db") == set() == lock_holders(tmp_path / "missing.db")
+    assert job_of_process(os.getpid()) is None or "SLURM_JOB_ID" in os.environ
+
+
 # --- on the real cluster ------------------------------------------------------------------------------
 def on_workers(partition: str, *args: str, workers: int = 2) -> list[str]:
     """Workers of one CPU and 1 GB each: two fit the 2-CPU test node at once."""
@@ -281,6 +366,27 @@ def start(sweep_dir: Path, args: list[str]) -> tuple[subprocess.Popen, Path, lis
         process.kill()
         raise
     return process, log, jobs[1].split()
+
+
+def stop_holding_the_lock(pids: list[int], database: Path, timeout: float = 60) -> None:
+    """SIGSTOP `pids` at a moment one of them holds SQLite's lock on `database`, and leave them stopped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if holders := lock_holders(database) & set(pids):
+            for pid in sorted(pids, key=lambda pid: pid not in holders):  # the holder first
+                signal_if_alive(pid, signal.SIGSTOP)
+            if lock_holders(database) & set(pids):
+                return
+            for pid in pids:
+                signal_if_alive(pid, signal.SIGCONT)
+    pytest.fail(f"none of the processes {pids} held a lock on {database} in {timeout} s")
+
+
+def signal_if_alive(pid: int, signal_number: int) -> None:
+    try:
+        os.kill(pid, signal_number)
+    except ProcessLookupError:
+        pass
 
 
 def results_of(sweep_dir: Path) -> None:
@@ -430,10 +536,11 @@ def test_ctrl_c_detaches_the_driver_and_leaves_the_workers_running(partition, tm
 @pytest.mark.slow
 def test_a_hung_worker_without_heartbeat_is_cancelled_and_its_trial_retried(partition, tmp_path):
     """A worker whose process stops (SIGSTOP: as a hung one, or one on a node cut off, looks) while SLURM still
-    runs its job: its trial's heartbeat stops, and after the grace period the job is cancelled and the trial
-    retried by the other worker."""
+    runs its job, at a moment it holds the study's SQLite lock (a heartbeat's write, a read), as a process hung in
+    the middle of one would: every other process waits on it. After the grace period the job is cancelled (its
+    heartbeat is stale, or it has held the lock too long) and the trial retried by the other worker."""
     sweep_dir = tmp_path / "sweep"
-    args = on_workers(partition, *MEDIUM, "trainer.max_epochs=6", "hydra.sweeper.n_trials=3",
+    args = on_workers(partition, *MEDIUM, "trainer.max_epochs=10", "hydra.sweeper.n_trials=3",
                       "hydra.sweeper.heartbeat_grace_s=6")  # fmt: skip
     process, log, jobs = start(sweep_dir, args)
     try:
@@ -444,17 +551,20 @@ def test_a_hung_worker_without_heartbeat_is_cancelled_and_its_trial_retried(part
         pids = subprocess.run(
             ["scontrol", "listpids", raw_id.strip()], capture_output=True, text=True, check=True
         ).stdout
-        for pid in re.findall(r"^(\d+)\s", pids, flags=re.MULTILINE):
-            subprocess.run(["kill", "-STOP", pid], check=False)
+        stop_holding_the_lock([int(pid) for pid in re.findall(r"^(\d+)\s", pids, flags=re.MULTILINE)],
+                              sweep_dir / "optuna.db")  # fmt: skip
     finally:
         sweep = finished(process, log, sweep_dir)
     sweep.ok()
-    hung, *others = sweep.trials()
-    assert hung.state == TrialState.FAIL and hung.user_attrs["fail_reason"] == (
-        f"interrupted: no heartbeat for 6 s from its worker, SLURM job {victim}, which is cancelled; its "
-        f"configuration is retried"
-    )
-    (retried,) = [trial for trial in others if trial.user_attrs.get(RETRY_OF) == 0]
+    # trial 0, or the one its worker took next if 0 had ended before the stop
+    (hung,) = [trial for trial in sweep.trials(TrialState.FAIL) if trial.user_attrs.get(WORKER_JOB) == victim]
+    others = [trial for trial in sweep.trials() if trial.number != hung.number]
+    assert re.fullmatch(
+        rf"interrupted: (no heartbeat for 6 s from its worker, SLURM job {victim}, which is cancelled|its worker, "
+        rf"SLURM job {victim}, held the study's database locked for over 6 s \(a hung process\), and is cancelled); "
+        rf"its configuration is retried", hung.user_attrs["fail_reason"]
+    ), hung.user_attrs["fail_reason"]
+    (retried,) = [trial for trial in others if trial.user_attrs.get(RETRY_OF) == hung.number]
     assert retried.params == hung.params and retried.user_attrs[WORKER_JOB] != victim
     assert count_finished(sweep.study()) == 3
     wait_for(lambda: not queued([victim]), "the hung worker's cancellation", log, timeout=120)

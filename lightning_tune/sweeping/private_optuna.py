@@ -32,6 +32,8 @@ import optuna
 from hydra.core.override_parser.types import Override
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 
+from lightning_tune.sweeping.study import SQLITE_LOCK_WAIT_S
+
 
 def running_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> optuna.trial.Trial:
     """Trial `number` of `study`, loaded from `storage`, to report to and set attrs on from any process."""
@@ -87,7 +89,7 @@ def stale_trial_numbers(url: str, study_name: str, grace_s: float) -> set[int]:
 def _heartbeat_storage(url: str, grace_s: float) -> optuna.storages.RDBStorage:
     """A second connection whose only use is the stale-trial query, which needs heartbeats set on the storage:
     on the study's own storage, each `ask` would warn that heartbeats are for `optimize`."""
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # as `study.open_storage`
+    engine = {"connect_args": {"timeout": SQLITE_LOCK_WAIT_S}} if url.startswith("sqlite") else None
     with warnings.catch_warnings():  # both arguments are experimental: this module is where that is known
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(

@@ -11,6 +11,7 @@ workers, and SLURM jobs (sbatch passes the submitting environment on).
 import functools
 import json
 import logging
+import os
 import re
 import shutil
 import warnings
@@ -120,21 +121,57 @@ class JournalFile(JournalFileBackend):
             raise optuna.exceptions.StorageInternalError("the journal file refused a write") from error
 
 
+SQLITE_LOCK_WAIT_S = 600  # how long a SQLite access waits for another process's lock before it fails
+
+
 @functools.lru_cache(maxsize=None)
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """The storage of `url`, one per URL and process: trials in the sweep's own process share it, rather
     than each building an engine and checking the schema again.
 
     `journal:<file>` is Optuna's journal file storage, with the lock Optuna documents for NFS v3 and later
-    (`JournalFileOpenLock`: an exclusive `<file>.lock`, created with O_EXCL); SQLite waits up to 60 s for
-    its lock instead of failing when parallel trials write at once."""
+    (`JournalFileOpenLock`: an exclusive `<file>.lock`, created with O_EXCL); SQLite waits up to
+    SQLITE_LOCK_WAIT_S for its lock instead of failing when parallel trials write at once: longer than a
+    worker's heartbeat grace, so that a process hung with the lock held is cancelled (`workers.LockWatch`)
+    before the others give up."""
     if url.startswith(JOURNAL):
         path = url[len(JOURNAL) :]
         backend = JournalFile(path, lock_obj=JournalFileOpenLock(path))
         return optuna.storages.JournalStorage(backend)
     if url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_LOCK_WAIT_S}})
     return optuna.storages.RDBStorage(url)
+
+
+def storage_refused(url: str, error: optuna.exceptions.StorageInternalError) -> ConfigError:
+    """The one-line error for a storage that refused an access: why, and what to do."""
+    cause, shown = str(error.__cause__ or error).splitlines()[0], redact(url, url)
+    if "database is locked" in cause:
+        advice = (
+            f"another process held its lock for {SQLITE_LOCK_WAIT_S} s (a hung process, or a program that holds it "
+            f"open in a transaction): end that process and run the command again; it resumes"
+        )
+    else:
+        advice = "make it writable (a read-only file, a full disk) and run the command again; it resumes"
+    return ConfigError(redact(f"hydra.sweeper.storage={shown!r} refused a write ({cause}): {advice}", url))
+
+
+def lock_holders(database: Path) -> set[int]:
+    """The processes of this machine that hold one of SQLite's locks on `database` (POSIX locks, as
+    /proc/locks lists them); none where that cannot be read (not Linux, no such file). A process on another
+    machine, over a network file system, is not seen."""
+    try:
+        found = database.stat()
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return set()
+    file = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    holders = set()
+    for line in locks.splitlines():  # "1: POSIX  ADVISORY  WRITE 8371 fe:00:2146322 1073741825 1073741825"
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "POSIX" and fields[5] == file:  # "->": a waiter, not a holder
+            holders.add(int(fields[4]))
+    return holders
 
 
 def upgrade_schema(url: str, database: Optional[Path], key: str = "hydra.sweeper.storage=") -> None:

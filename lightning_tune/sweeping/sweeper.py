@@ -64,6 +64,7 @@ from lightning_tune.sweeping.study import (
     open_storage,
     redact,
     storage_file,
+    storage_refused,
     storage_url,
     upgrade_schema,
     url_password,
@@ -500,11 +501,7 @@ class TuningSweeper(Sweeper):
             try:
                 self._run(plan, first_trials)
             except optuna.exceptions.StorageInternalError as error:  # Optuna blames "invalid data, e.g. max length"
-                url, cause = self.storage_url, str(error.__cause__ or error).splitlines()[0]
-                raise ConfigError(
-                    redact(f"hydra.sweeper.storage={redact(url, url)!r} refused a write ({cause}): make it writable "
-                           f"(a read-only file, a full disk) and run the command again; it resumes", url)
-                ) from None
+                raise storage_refused(self.storage_url, error) from None
 
     def _check_workers(self) -> None:
         """Workers are SLURM jobs (`workers.py`): refuse them, and detach, where they cannot be."""

@@ -21,6 +21,7 @@ import fcntl
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from contextlib import contextmanager
@@ -32,11 +33,11 @@ from hydra.core.utils import JobReturn, configure_log
 from optuna.trial import TrialState
 
 from lightning_tune.errors import ConfigError
-from lightning_tune.slurm import cancel_job, ended_state, make_executor, queued_jobs, submit_array
+from lightning_tune.slurm import cancel_job, ended_state, job_of_process, make_executor, queued_jobs, submit_array
 from lightning_tune.sweeping.jobs import DURATION
 from lightning_tune.sweeping.private_optuna import heartbeat, running_trial, stale_trial_numbers
 from lightning_tune.sweeping.slots import Slots
-from lightning_tune.sweeping.study import open_storage, storage_file
+from lightning_tune.sweeping.study import lock_holders, open_storage, storage_file
 from lightning_tune.sweeping.sweeper import (
     INTERRUPTED,
     WORKER_JOB,
@@ -56,6 +57,7 @@ WORKERS_ATTR = "worker_jobs"  # study user attr: the SLURM job ids of every work
 N_TRIALS_ATTR = "n_trials"  # study user attr: the budget the last command gave, which running workers follow
 POLL_S = 2.0  # how often an attached driver reads the study
 REAP_S = 10.0  # how often a worker, before it asks for a trial, looks for trials whose worker died
+LOCK_POLL_S = 1.0  # how often the driver looks at who holds a SQLite study's lock
 
 
 def live_workers(study: optuna.Study) -> list[str]:
@@ -85,11 +87,14 @@ def exclusive(url: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def reap(study: optuna.Study, url: str, grace_s: float, retry: bool = True) -> int:
+def reap(
+    study: optuna.Study, url: str, grace_s: float, retry: bool = True, cancelled: Optional[dict[str, str]] = None
+) -> int:
     """Fail as interrupted, and (`retry`) enqueue again, the RUNNING trials whose worker is gone: its job has
-    left SLURM's queue, or has run for over `grace_s` while the trial's heartbeat is older than that (a hung
-    process, a node cut off; the job is cancelled). Returns how many. The trials are read before the queue:
-    a trial still running after its worker left the queue has lost its worker."""
+    left SLURM's queue (for the reason in `cancelled`, when this process cancelled it), or has run for over
+    `grace_s` while the trial's heartbeat is older than that (a hung process, a node cut off; the job is
+    cancelled). Returns how many. The trials are read before the queue: a trial still running after its
+    worker left the queue has lost its worker."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     orphans = [trial for trial in running if WORKER_JOB in trial.user_attrs]
     if not orphans or (queued := queued_jobs()) is None:  # a sweep without workers: no lock file either
@@ -100,7 +105,8 @@ def reap(study: optuna.Study, url: str, grace_s: float, retry: bool = True) -> i
         for trial in orphans:
             job = trial.user_attrs[WORKER_JOB]
             if job not in queued:
-                count += interrupt(study, url, trial, f"its worker, SLURM job {job}, ended ({ended_state(job)})", retry)
+                reason = (cancelled or {}).get(job) or f"its worker, SLURM job {job}, ended ({ended_state(job)})"
+                count += interrupt(study, url, trial, reason, retry)
             elif trial.number in stale and (queued[job] or 0) > grace_s:  # not a requeued job, waiting or restarting
                 cancel_job(job)
                 reason = f"no heartbeat for {grace_s} s from its worker, SLURM job {job}, which is cancelled"
@@ -169,7 +175,8 @@ def attach(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: 
                  "their progress; scancel %s stops them", " ".join(alive))  # fmt: skip
         return
     try:
-        watch(sweeper, study, plan, alive)
+        with LockWatch(sweeper.storage_url, sweeper.heartbeat_grace_s) as lock_watch:
+            watch(sweeper, study, plan, alive, lock_watch)
     except KeyboardInterrupt:
         alive = live_workers(study)
         log.warning("Detached: the workers (SLURM jobs %s) go on. Run the same command to re-attach; scancel %s "
@@ -187,15 +194,18 @@ def attach(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: 
             )
 
 
-def watch(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: list[str]) -> None:
+def watch(
+    sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: list[str], lock_watch: "LockWatch"
+) -> None:
     """Log each trial as it finishes, and fail those of dead workers, until no worker is left. Workers that
     ended early, leaving trials to start (a retried trial), are replaced, as long as trials keep finishing."""
     shown = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     finished_at_submission = count_finished(study)
     while alive:
+        lock_watch.workers = list(alive)
         time.sleep(POLL_S)
         alive = live_workers(study)  # first: a trial a worker finishes after this is logged in the next round
-        reap(study, sweeper.storage_url, sweeper.heartbeat_grace_s)
+        reap(study, sweeper.storage_url, sweeper.heartbeat_grace_s, cancelled=lock_watch.cancelled)
         ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in shown]
         for trial in sorted(ended, key=lambda t: t.datetime_complete or t.datetime_start):
             shown.add(trial.number)
@@ -205,6 +215,49 @@ def watch(sweeper: TuningSweeper, study: optuna.Study, plan: SweepPlan, alive: l
             if plan.deadline is None or time.time() < plan.deadline:
                 alive += submit(sweeper, study, plan, min(sweeper.workers - len(alive), needed))
                 finished_at_submission = count_finished(study)
+
+
+class LockWatch:
+    """A thread of the driver that cancels a worker whose process has held a SQLite study's lock for over
+    `grace_s`: hung in the middle of a write (or stopped), it makes every other process wait, the driver's
+    reads of the heartbeats included, so `reap` alone could not see it. `reap` then fails its trial with the
+    reason kept in `cancelled` (job id: reason) and retries it. Only the processes of this machine are seen
+    (`study.lock_holders`), which is where SQLite belongs; other storages have nothing to watch."""
+
+    def __init__(self, url: str, grace_s: float) -> None:
+        self.database = storage_file(url) if url.startswith("sqlite") else None
+        self.grace_s = grace_s
+        self.workers: list[str] = []  # the sweep's live workers, as the driver last read them
+        self.cancelled: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="sqlite-lock-watch", daemon=True)
+
+    def __enter__(self) -> "LockWatch":
+        if self.database is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        assert self.database is not None
+        since: dict[int, float] = {}  # holder pid: when it was first seen holding, at every look since
+        while not self._stop.wait(LOCK_POLL_S):
+            now = time.monotonic()
+            since = {pid: since.get(pid, now) for pid in lock_holders(self.database)}
+            for pid, first in since.items():
+                job = job_of_process(pid) if now - first > self.grace_s else None
+                if job is not None and job in self.workers and job not in self.cancelled:
+                    cancel_job(job)
+                    self.cancelled[job] = (
+                        f"its worker, SLURM job {job}, held the study's database locked for over {self.grace_s} s (a "
+                        f"hung process), and is cancelled"
+                    )
+                    log.warning("SLURM job %s has held %s locked for over %s s: a hung worker, cancelled; its trial "
+                                "is retried", job, self.database, self.grace_s)  # fmt: skip
 
 
 class SweepWorker:
