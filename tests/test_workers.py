@@ -229,6 +229,25 @@ def test_a_trial_whose_heartbeat_stopped_while_its_worker_runs_is_retried_and_th
     assert [t.state for t in kept] == [TrialState.RUNNING] * 3 and retry.user_attrs[RETRY_OF] == 0
 
 
+def test_on_sqlite_workers_whose_heartbeats_all_stopped_are_not_taken_for_hung(study, monkeypatch):
+    """A SQLite lock held by a hung worker stops every worker's heartbeat write: that is LockWatch's to end, not a
+    reason to cancel them all. One trial alone is still judged by its heartbeat."""
+    study, url = study
+    storage = open_storage(url)
+    for job in ("8_0", "8_1"):
+        trial = study.ask()
+        trial.set_user_attr(WORKER_JOB, job)
+        with heartbeat(storage, study.study_name, trial.number, interval_s=60):
+            pass  # one beat
+    cancelled = []
+    monkeypatch.setattr(workers, "queued_jobs", lambda: {"8_0": 1000.0, "8_1": 1000.0})
+    monkeypatch.setattr(workers, "cancel_job", cancelled.append)
+    time.sleep(2.5)  # SQLite's clock counts whole seconds
+    assert workers.reap(study, url, grace_s=1) == 0 and cancelled == []
+    study.tell(1, state=TrialState.FAIL)
+    assert workers.reap(study, url, grace_s=1) == 1 and cancelled == ["8_0"]
+
+
 def test_a_journal_has_no_heartbeat_and_its_worker_s_queue_state_decides(tmp_path, monkeypatch):
     url = f"journal:{tmp_path / 'optuna.journal'}"
     study = optuna.create_study(study_name="lightning-tune", storage=open_storage(url))
@@ -285,10 +304,12 @@ def test_a_worker_that_holds_the_sqlite_lock_past_the_grace_is_cancelled_and_its
         monkeypatch.setattr(workers, "cancel_job", lambda job: (cancelled.append(job), hung.kill()))  # as SLURM does
         with workers.LockWatch(url, grace_s=1) as lock_watch:
             lock_watch.workers = ["5_1", "5_2", "6_0"]
+            time.sleep(0.5)
+            assert cancelled == []  # not before the grace
             deadline = time.monotonic() + 10
             while not cancelled and time.monotonic() < deadline:
                 time.sleep(0.1)
-            time.sleep(1.5)  # the other holder, past the grace too, is not cancelled
+            time.sleep(1.5)  # the other holder, the longest now, is no worker: nothing more is cancelled
         assert cancelled == ["5_1"] and other.poll() is None
     finally:
         for process in (hung, other):
@@ -316,10 +337,24 @@ def test_a_sqlite_study_locked_too_long_is_one_line_naming_the_lock(study):
         holder.kill()
         holder.wait()
     assert str(storage_refused(url, refused.value)) == (
-        f"hydra.sweeper.storage='{url}' refused a write ((sqlite3.OperationalError) database is locked): another "
-        f"process held its lock for {SQLITE_LOCK_WAIT_S} s (a hung process, or a program that holds it open in a "
-        f"transaction): end that process and run the command again; it resumes"
+        f"hydra.sweeper.storage='{url}' refused a write ((sqlite3.OperationalError) database is locked): it could "
+        f"not get its lock in {SQLITE_LOCK_WAIT_S} s (another process holds it: a hung one, or a program that holds "
+        f"it open in a transaction; or the file system has no working locks, as NFS may not): end that process and "
+        f"run the command again; it resumes"
     )
+
+
+def test_a_database_in_wal_mode_is_not_watched(tmp_path):
+    """In WAL mode every open connection holds a read lock: the holders would all look hung."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="lightning-tune", storage=url)
+    assert workers.LockWatch(url, grace_s=1).database == tmp_path / "optuna.db"
+    connection = sqlite3.connect(tmp_path / "optuna.db")
+    assert connection.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    connection.close()
+    assert workers.LockWatch(url, grace_s=1).database is None
 
 
 def test_lock_holders_are_none_for_a_file_without_locks_or_no_file(tmp_path):
@@ -379,6 +414,7 @@ def stop_holding_the_lock(pids: list[int], database: Path, timeout: float = 60) 
                 return
             for pid in pids:
                 signal_if_alive(pid, signal.SIGCONT)
+        time.sleep(0.0005)  # the locks last milliseconds: look often, without taking a core
     pytest.fail(f"none of the processes {pids} held a lock on {database} in {timeout} s")
 
 
@@ -561,7 +597,8 @@ def test_a_hung_worker_without_heartbeat_is_cancelled_and_its_trial_retried(part
     others = [trial for trial in sweep.trials() if trial.number != hung.number]
     assert re.fullmatch(
         rf"interrupted: (no heartbeat for 6 s from its worker, SLURM job {victim}, which is cancelled|its worker, "
-        rf"SLURM job {victim}, held the study's database locked for over 6 s \(a hung process\), and is cancelled); "
+        rf"SLURM job {victim}, held the study's database locked for over 6 s \(a hung process\), and is cancelled|its "
+        rf"worker, SLURM job {victim}, ended \(state CANCELLED by \d+\)); "
         rf"its configuration is retried", hung.user_attrs["fail_reason"]
     ), hung.user_attrs["fail_reason"]
     (retried,) = [trial for trial in others if trial.user_attrs.get(RETRY_OF) == hung.number]

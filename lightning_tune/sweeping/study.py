@@ -148,12 +148,23 @@ def storage_refused(url: str, error: optuna.exceptions.StorageInternalError) -> 
     cause, shown = str(error.__cause__ or error).splitlines()[0], redact(url, url)
     if "database is locked" in cause:
         advice = (
-            f"another process held its lock for {SQLITE_LOCK_WAIT_S} s (a hung process, or a program that holds it "
-            f"open in a transaction): end that process and run the command again; it resumes"
+            f"it could not get its lock in {SQLITE_LOCK_WAIT_S} s (another process holds it: a hung one, or a program "
+            f"that holds it open in a transaction; or the file system has no working locks, as NFS may not): end that "
+            f"process and run the command again; it resumes"
         )
     else:
         advice = "make it writable (a read-only file, a full disk) and run the command again; it resumes"
     return ConfigError(redact(f"hydra.sweeper.storage={shown!r} refused a write ({cause}): {advice}", url))
+
+
+def in_wal_mode(database: Path) -> bool:
+    """Whether a SQLite database is in WAL mode (its header's format bytes, 18 and 19, are 2), where every open
+    connection holds a read lock on it: who holds one says nothing there."""
+    try:
+        with database.open("rb") as file:
+            return file.read(20)[18:20] == b"\x02\x02"
+    except OSError:
+        return False
 
 
 def lock_holders(database: Path) -> set[int]:

@@ -37,7 +37,7 @@ from lightning_tune.slurm import cancel_job, ended_state, job_of_process, make_e
 from lightning_tune.sweeping.jobs import DURATION
 from lightning_tune.sweeping.private_optuna import heartbeat, running_trial, stale_trial_numbers
 from lightning_tune.sweeping.slots import Slots
-from lightning_tune.sweeping.study import lock_holders, open_storage, storage_file
+from lightning_tune.sweeping.study import in_wal_mode, lock_holders, open_storage, storage_file
 from lightning_tune.sweeping.sweeper import (
     INTERRUPTED,
     WORKER_JOB,
@@ -100,6 +100,9 @@ def reap(
     if not orphans or (queued := queued_jobs()) is None:  # a sweep without workers: no lock file either
         return 0
     stale = stale_trial_numbers(url, study.study_name, grace_s)
+    if stale and len(orphans) > 1 and url.startswith("sqlite"):
+        if all(trial.number in stale_trial_numbers(url, study.study_name, grace_s / 2) for trial in orphans):
+            stale = set()  # no worker beat for grace_s / 2: SQLite took no write (a lock held: LockWatch), not all hung
     count = 0
     with exclusive(url):  # `interrupt` finds a trial that another process reaped meanwhile finished
         for trial in orphans:
@@ -225,7 +228,8 @@ class LockWatch:
     (`study.lock_holders`), which is where SQLite belongs; other storages have nothing to watch."""
 
     def __init__(self, url: str, grace_s: float) -> None:
-        self.database = storage_file(url) if url.startswith("sqlite") else None
+        database = storage_file(url) if url.startswith("sqlite") else None
+        self.database = None if database is None or in_wal_mode(database) else database
         self.grace_s = grace_s
         self.workers: list[str] = []  # the sweep's live workers, as the driver last read them
         self.cancelled: dict[str, str] = {}
@@ -246,18 +250,35 @@ class LockWatch:
         assert self.database is not None
         since: dict[int, float] = {}  # holder pid: when it was first seen holding, at every look since
         while not self._stop.wait(LOCK_POLL_S):
-            now = time.monotonic()
-            since = {pid: since.get(pid, now) for pid in lock_holders(self.database)}
-            for pid, first in since.items():
-                job = job_of_process(pid) if now - first > self.grace_s else None
-                if job is not None and job in self.workers and job not in self.cancelled:
-                    cancel_job(job)
-                    self.cancelled[job] = (
-                        f"its worker, SLURM job {job}, held the study's database locked for over {self.grace_s} s (a "
-                        f"hung process), and is cancelled"
-                    )
-                    log.warning("SLURM job %s has held %s locked for over %s s: a hung worker, cancelled; its trial "
-                                "is retried", job, self.database, self.grace_s)  # fmt: skip
+            try:
+                since = self._look(since)
+            except Exception as error:  # noqa: BLE001 - the watch must outlive a slow squeue or scancel
+                log.warning("Watching %s's lock: %s", self.database, error)
+
+    def _look(self, since: dict[int, float]) -> dict[int, float]:
+        """One look at the lock's holders. Cancels at most one worker, the longest holder (of holders seen first
+        at the same look, a worker), and starts every clock again after it: a worker that waits to write on the
+        hung one holds SQLite's lock too. A longest holder that is no worker (another program) is nobody's to
+        cancel."""
+        assert self.database is not None
+        now = time.monotonic()
+        since = {pid: since.get(pid, now) for pid in lock_holders(self.database)}
+        overdue = {pid: job_of_process(pid) for pid, first in since.items() if now - first > self.grace_s}
+        if not overdue:
+            return since
+        longest = min(since[pid] for pid in overdue)
+        jobs = [job for pid, job in overdue.items() if since[pid] == longest]
+        job = next((job for job in jobs if job in self.workers), None)
+        if job is None or job in self.cancelled:
+            return since
+        self.cancelled[job] = (
+            f"its worker, SLURM job {job}, held the study's database locked for over {self.grace_s} s (a hung "
+            f"process), and is cancelled"
+        )
+        cancel_job(job)
+        log.warning("SLURM job %s has held %s locked for over %s s: a hung worker, cancelled; its trial is "
+                    "retried", job, self.database, self.grace_s)  # fmt: skip
+        return {}
 
 
 class SweepWorker:
