@@ -63,14 +63,6 @@ def group_options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The SLURM tests share the local cluster's one node of two CPUs, and size their jobs to fill it: with
-    pytest-xdist's `--dist loadgroup` (pyproject.toml), they run one at a time, on one test process."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-
-
 @pytest.fixture(autouse=True)
 def run_targets_trusted() -> Iterator[None]:
     """Tests build the run's parts (`build_run`, optimizers, schedules) as `train` does: our targets trusted."""
