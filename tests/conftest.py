@@ -1,10 +1,12 @@
 """One composed-config fixture for every test: the real conf/, pointed at the test's tmp_path."""
 
+import fcntl
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -61,6 +63,22 @@ def needs_gpu(test: Callable) -> Callable:
 def group_options(group: str) -> list[str]:
     """Every option of a config group, so a new YAML file is tested without editing a test."""
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+CLUSTER_TURN = Path(tempfile.gettempdir()) / "lightning-tune-tests-slurm.lock"
+
+
+@pytest.fixture(autouse=True)
+def one_cluster_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The tests that use the SLURM cluster (marked `slurm`, or given its `partition`) share its one node of two
+    CPUs and size their jobs to fill it: with the tests on two processes (pytest-xdist), they take turns, by an
+    exclusive lock on CLUSTER_TURN."""
+    if not (request.node.get_closest_marker("slurm") or "partition" in request.fixturenames):
+        yield
+        return
+    with CLUSTER_TURN.open("w") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)  # released as the file closes
+        yield
 
 
 @pytest.fixture(autouse=True)
